@@ -1,0 +1,44 @@
+# Quick start: `make run` (server on built-in defaults) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-test browser-deps bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/lienthong serve
+
+# Browser tests use Debian's Chromium (Playwright must not download its own browser here).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed and this is not root: browser tests will be skipped"; fi; \
+	fi
+
+test: install-test browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench-quick: install-test
+	$(BIN)/python -m bench.sfu --quick
+	$(BIN)/python -m bench.mail --quick
+
+clean:
+	rm -rf $(VENV) state .pytest_cache

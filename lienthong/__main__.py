@@ -1,0 +1,3 @@
+from lienthong.cli import main
+
+raise SystemExit(main())
