@@ -7,7 +7,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web as aioweb
-from prometheus_client import CollectorRegistry, generate_latest, CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
     from lienthong.config import Config
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class WebService:
-    """Placeholder until issue 2 lands: /healthz and /metrics only."""
+    """Serves web.app.create_app() over HTTPS (plain HTTP behind a proxy)."""
 
     name = "web"
 
@@ -27,13 +27,9 @@ class WebService:
         self.port = 0
 
     async def start(self) -> None:
-        app = aioweb.Application()
-        app.router.add_get("/healthz", lambda r: aioweb.json_response({"status": "ok"}))
+        from web.app import create_app
 
-        async def metrics(request: aioweb.Request) -> aioweb.Response:
-            return aioweb.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app.router.add_get("/metrics", metrics)
+        app = create_app(self.config, self.store, self.media, self.registry)
         self.runner = aioweb.AppRunner(app)
         await self.runner.setup()
         site = aioweb.TCPSite(self.runner, self.config.web.host, self.config.web.port, ssl_context=self.ssl_context)
