@@ -1,8 +1,8 @@
 """All data access goes through this package; handlers never write SQL.
 
 ``Store`` owns the connection and the migrations.  Each service's queries live in one
-repository module here (``store.web`` for units, accounts, meetings, join links and the audit
-log; ``store.mail`` for agencies, domains and relay accounts), so adding PostgreSQL later means
+repository module here (``store.web`` for units, accounts, sessions, API tokens and the audit
+log; ``store.meetings`` for meetings and join links; ``store.mail`` for agencies, domains and relay accounts), so adding PostgreSQL later means
 a second implementation of these modules, not changes to handlers.
 
 Migrations are ``migrations/NNNN_name.sql`` files applied once each, in name order, at
@@ -34,9 +34,11 @@ class Store:
         self._db: aiosqlite.Connection | None = None
         # Imported here so the repositories can import Store for type hints.
         from lienthong.store.mail import MailRepo
+        from lienthong.store.meetings import MeetingsRepo
         from lienthong.store.web import WebRepo
 
         self.web = WebRepo(self)
+        self.meetings = MeetingsRepo(self)
         self.mail = MailRepo(self)
 
     @property
