@@ -1,0 +1,645 @@
+// The meeting room page (vanilla JS, no build step).  Protocol: docs/signalling.md.
+//
+// One WebSocket to the server carries signalling; one RTCPeerConnection carries media.  The
+// page publishes a microphone track, the camera as two tracks (full and thumbnail layers) and an
+// optional screen share; it receives the fixed slots the SFU describes in "joined" (main, chair,
+// gallery, audio, screen) and labels each with the site that currently feeds it.
+// State for tests and diagnostics lives on window.lienthong.
+"use strict";
+
+(function () {
+  const PROTOCOL_VERSION = 1;
+  const config = JSON.parse(document.getElementById("lienthong-config").textContent);
+  const strings = config.strings || {};
+  const $ = (id) => document.getElementById(id);
+
+  function t(key, params) {
+    let text = strings[key] || key;
+    for (const [name, value] of Object.entries(params || {})) text = text.split("{" + name + "}").join(String(value));
+    return text;
+  }
+
+  // ---- state (published for tests) ----
+  const state = {
+    version: PROTOCOL_VERSION,
+    phase: "connecting",      // connecting | joined | reconnecting | closed
+    joined: false,
+    refused: null,            // {code, message} when the token did not let this site in
+    closedReason: null,       // ended | removed | left | server_closing | connection_lost
+    notice: null,
+    me: null,                 // {id, site_id, site_name, role}
+    participants: [],         // [{id, site_id, site_name, role, audio, video, screen, hand, muted_by_chair}]
+    slots: {},                // slot name -> participant id feeding it (or null)
+    mainSite: null,           // participant id in the main slot
+    mainSiteName: null,
+    floor: null,
+    speaker: null,
+    locked: false,
+    hands: [],
+    iceState: "new",
+    framesDecoded: {},        // slot name -> frames decoded (from getStats)
+    audioPacketsReceived: 0,
+    audioPacketsBySlot: {},
+    quality: { loss: null, rtt: null, bitrateKbps: null, level: "unknown" },
+    errors: [],               // error messages from the server
+    localTracks: { audio: false, camera: false, thumb: false, screen: false },
+    deviceError: null,
+    connects: 0,
+  };
+  window.lienthong = state;
+
+  let ws = null;
+  let pc = null;
+  let resumeKey = null;
+  let layout = [];            // [{kind, send, slot}] in transceiver order, from "joined"
+  let transceivers = [];      // same order
+  let pendingCandidates = [];
+  let localStream = null;     // mic + camera
+  let thumbTrack = null;
+  let screenStream = null;
+  let reconnectTimer = null;
+  let pingTimer = null;
+  let statsTimer = null;
+  let lastInbound = null;
+  let msgId = 0;
+  const backoff = { attempt: 0 };
+  const slotElements = {};    // slot name -> {video|audio element, tile}
+
+  // ---- WebSocket ----
+  function wsUrl() {
+    const u = new URL(config.ws_path, location.href);
+    u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    return u.toString();
+  }
+
+  function send(type, fields) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return null;
+    const id = ++msgId;
+    ws.send(JSON.stringify(Object.assign({ v: PROTOCOL_VERSION, type, id }, fields || {})));
+    return id;
+  }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    state.connects += 1;
+    setStatus(state.joined ? t("meeting.reconnecting") : t("meeting.connecting"));
+    ws = new WebSocket(wsUrl());
+    const socket = ws;
+    socket.onopen = () => {
+      const join = { token: config.token, lang: config.lang };
+      const pin = sessionStorage.getItem("lienthong.pin");
+      if (pin) join.pin = pin;
+      if (resumeKey) join.resume = resumeKey;
+      send("join", join);
+      clearInterval(pingTimer);
+      pingTimer = setInterval(() => send("ping"), (config.ping_seconds || 20) * 1000);
+    };
+    socket.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      handle(msg).catch((e) => console.error("lienthong: handling", msg.type, e));
+    };
+    socket.onclose = (ev) => {
+      if (socket !== ws) return;
+      clearInterval(pingTimer);
+      if (state.phase === "closed") return;
+      if (ev.code === 4001 || ev.code === 1001 && ev.reason === "server_closing") {
+        return closeRoom("server_closing");
+      }
+      // A network drop: keep media running, reconnect within the grace period and resume.
+      state.phase = "reconnecting";
+      const delay = Math.min(500 * 2 ** backoff.attempt, 5000);
+      backoff.attempt += 1;
+      if (resumeKey && backoff.attempt > (config.reconnect_attempts || 12)) return closeRoom("connection_lost");
+      if (!resumeKey && !state.joined && backoff.attempt > 3) return closeRoom("connection_lost");
+      setStatus(t("meeting.reconnecting"));
+      reconnectTimer = setTimeout(connect, delay);
+    };
+  }
+
+  // ---- message handling ----
+  async function handle(msg) {
+    switch (msg.type) {
+      case "joined": return onJoined(msg);
+      case "refused": return onRefused(msg);
+      case "answer": return onAnswer(msg);
+      case "offer": return onOffer(msg);
+      case "ice": return onRemoteCandidate(msg.candidate);
+      case "participants": state.participants = msg.participants; return render();
+      case "slots": return onSlots(msg.slots);
+      case "speaker": state.speaker = msg.participant; return render();
+      case "floor": state.floor = msg.participant; return render();
+      case "hands": state.hands = msg.queue; return render();
+      case "locked": state.locked = msg.locked; return render();
+      case "muted": return onMutedByChair(msg.muted);
+      case "closed": return closeRoom(msg.reason, msg.message);
+      case "pong": case "ack": return;
+      case "error":
+        state.errors.push({ code: msg.code, message: msg.message, ref: msg.ref || null });
+        if (state.errors.length > 50) state.errors.shift();
+        setStatus(t("meeting.error", { message: (config.lang === "vi" && msg.message_vi) || msg.message }));
+        return;
+      default: return;
+    }
+  }
+
+  function onRefused(msg) {
+    state.refused = { code: msg.code, message: msg.message };
+    closeRoom("refused", msg.message);
+  }
+
+  async function onJoined(msg) {
+    const resumed = Boolean(msg.resumed) && pc !== null;
+    backoff.attempt = 0;
+    resumeKey = msg.resume;
+    state.me = msg.me;
+    state.phase = "joined";
+    state.joined = true;
+    state.participants = msg.participants || [];
+    state.floor = msg.floor || null;
+    state.locked = Boolean(msg.locked);
+    state.hands = msg.hands || [];
+    document.body.className = "role-" + msg.me.role;
+    $("site-name").textContent = msg.me.site_name;
+    $("role-badge").textContent = t("meeting.role." + msg.me.role);
+    if (msg.meeting_title) $("meeting-title").textContent = msg.meeting_title;
+    setStatus(t("meeting.joined"));
+    if (resumed) {
+      // Same peer connection: restart ICE in case the network path changed.
+      if (msg.ice_restart) await negotiate({ iceRestart: true });
+      onSlots(msg.slots || {});
+      return render();
+    }
+    layout = msg.layout || [];
+    await startMedia(msg.ice_servers || []);
+    onSlots(msg.slots || {});
+    render();
+  }
+
+  function onSlots(slots) {
+    Object.assign(state.slots, slots);
+    state.mainSite = state.slots.main || null;
+    const p = participant(state.mainSite);
+    state.mainSiteName = p ? p.site_name : null;
+    render();
+  }
+
+  function onMutedByChair(muted) {
+    const me = participant(state.me && state.me.id);
+    if (me) me.muted_by_chair = muted;
+    if (muted) setMic(false);
+    setStatus(t(muted ? "meeting.muted_by_chair" : "meeting.unmuted_by_chair"));
+    render();
+  }
+
+  // ---- media ----
+  async function openDevices() {
+    const role = state.me.role;
+    if (role === "observer") return null;
+    const cameraId = sessionStorage.getItem("lienthong.cameraId");
+    const micId = sessionStorage.getItem("lienthong.micId");
+    const video = { width: { ideal: 1280, max: 1280 }, height: { ideal: 720, max: 720 }, frameRate: { ideal: 30, max: 30 } };
+    if (cameraId) video.deviceId = { exact: cameraId };
+    const audio = micId ? { deviceId: { exact: micId } } : true;
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio, video });
+    } catch (e) {
+      // A stored device that is gone: try the defaults before giving up.
+      try {
+        return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+      } catch (e2) {
+        state.deviceError = e2.name || String(e2);
+        setNotice(t("meeting.device_error", { error: state.deviceError }), false);
+        return null;
+      }
+    }
+  }
+
+  async function makeThumb(track) {
+    // The thumbnail layer: a clone of the camera with lower constraints and bitrate.
+    const thumb = track.clone();
+    try {
+      await thumb.applyConstraints({ width: { ideal: 320, max: 320 }, height: { ideal: 180, max: 180 }, frameRate: { max: 15 } });
+    } catch (e) { /* keep the clone; the sender's scaleResolutionDownBy does the rest */ }
+    return thumb;
+  }
+
+  async function startMedia(iceServers) {
+    localStream = await openDevices();
+    const mic = localStream ? localStream.getAudioTracks()[0] || null : null;
+    const cam = localStream ? localStream.getVideoTracks()[0] || null : null;
+    thumbTrack = cam ? await makeThumb(cam) : null;
+    pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    pc.onicecandidate = (ev) => send("ice", { candidate: ev.candidate ? ev.candidate.toJSON() : null });
+    pc.oniceconnectionstatechange = () => {
+      state.iceState = pc.iceConnectionState;
+      if (pc.iceConnectionState === "failed" && state.phase === "joined") negotiate({ iceRestart: true });
+    };
+    pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" && state.phase === "joined") setStatus(t("meeting.media_failed")); };
+    pc.ontrack = (ev) => attachTrack(ev.transceiver, ev.track);
+    transceivers = [];
+    for (const entry of layout) {
+      const track = { audio: mic, camera: cam, thumb: thumbTrack, screen: null }[entry.send] || null;
+      const direction = entry.direction || (entry.send && entry.slot ? "sendrecv" : entry.send ? "sendonly" : "recvonly");
+      const init = { direction };
+      if (entry.send === "thumb") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 150000, maxFramerate: 15 }];
+      if (entry.send === "camera") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 1500000 }];
+      if (entry.send === "screen") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 1500000 }];
+      const tr = pc.addTransceiver(track || entry.kind, init);
+      if (!track && entry.send && direction !== "recvonly") tr.direction = direction;  // a placeholder sender (replaceTrack later)
+      transceivers.push(tr);
+      if (track) state.localTracks[entry.send] = true;
+      if (entry.send === "thumb" && track) scaleThumb(tr, cam);
+    }
+    prepareSlotElements();
+    state.pcCreated = true;
+    startStats();
+    if (config.server_offers) return;  // the server sends an offer
+    await negotiate({});
+  }
+
+  async function scaleThumb(transceiver, cam) {
+    // Where applyConstraints on the clone could not shrink it, let the encoder scale it down.
+    const settings = thumbTrack.getSettings();
+    const width = settings.width || (cam.getSettings().width || 1280);
+    const factor = Math.max(1, width / 320);
+    try {
+      const params = transceiver.sender.getParameters();
+      if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+      params.encodings[0].maxBitrate = 150000;
+      params.encodings[0].maxFramerate = 15;
+      if (factor > 1.01) params.encodings[0].scaleResolutionDownBy = factor;
+      await transceiver.sender.setParameters(params);
+    } catch (e) { /* Firefox before negotiation: sendEncodings already set the bitrate */ }
+  }
+
+  async function negotiate(options) {
+    const offer = await pc.createOffer(options);
+    await pc.setLocalDescription(offer);
+    send("offer", { sdp: pc.localDescription.sdp });
+  }
+
+  async function onAnswer(msg) {
+    await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    mapSlotsToTransceivers();
+    for (const c of pendingCandidates.splice(0)) await addCandidate(c);
+  }
+
+  async function onOffer(msg) {
+    await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    send("answer", { sdp: pc.localDescription.sdp });
+    mapSlotsToTransceivers();
+    for (const c of pendingCandidates.splice(0)) await addCandidate(c);
+  }
+
+  async function onRemoteCandidate(candidate) {
+    if (!pc || !pc.remoteDescription) { pendingCandidates.push(candidate); return; }
+    await addCandidate(candidate);
+  }
+
+  async function addCandidate(candidate) {
+    try { await pc.addIceCandidate(candidate || null); } catch (e) { console.warn("lienthong: candidate", e); }
+  }
+
+  // ---- slots ----
+  function prepareSlotElements() {
+    const gallery = $("gallery");
+    gallery.textContent = "";
+    $("audio-sinks").textContent = "";
+    for (const entry of layout) {
+      if (!entry.slot || slotElements[entry.slot]) continue;
+      if (entry.kind === "audio") {
+        const audio = document.createElement("audio");
+        audio.autoplay = true;
+        $("audio-sinks").appendChild(audio);
+        slotElements[entry.slot] = { media: audio, tile: null };
+      } else if (entry.slot === "main" || entry.slot === "chair" || entry.slot === "screen") {
+        const tile = $("tile-" + entry.slot);
+        slotElements[entry.slot] = { media: tile.querySelector("video"), tile };
+      } else {
+        const tile = $("tpl-tile").content.firstElementChild.cloneNode(true);
+        tile.dataset.slot = entry.slot;
+        gallery.appendChild(tile);
+        slotElements[entry.slot] = { media: tile.querySelector("video"), tile };
+      }
+    }
+  }
+
+  function mapSlotsToTransceivers() {
+    transceivers.forEach((tr, i) => { if (layout[i].slot) tr.lienthongSlot = layout[i].slot; });
+    for (const tr of transceivers) if (tr.lienthongSlot && tr.receiver.track) attachTrack(tr, tr.receiver.track);
+  }
+
+  function attachTrack(transceiver, track) {
+    let slot = transceiver.lienthongSlot;
+    if (!slot) {
+      const i = transceivers.indexOf(transceiver);
+      slot = i >= 0 && layout[i] ? layout[i].slot : null;
+    }
+    if (!slot || !slotElements[slot]) return;
+    const el = slotElements[slot].media;
+    if (el.srcObject && el.srcObject.getTracks()[0] === track) return;
+    el.srcObject = new MediaStream([track]);
+    el.play().catch(() => {});
+  }
+
+  // ---- statistics: per-slot frames, audio packets, connection quality ----
+  function startStats() {
+    clearInterval(statsTimer);
+    statsTimer = setInterval(() => collectStats().catch(() => {}), 1000);
+  }
+
+  async function collectStats() {
+    if (!pc) return;
+    const midToSlot = {};
+    transceivers.forEach((tr, i) => { if (tr.mid !== null && layout[i].slot) midToSlot[tr.mid] = layout[i].slot; });
+    const report = await pc.getStats();
+    let audioPackets = 0, bytes = 0, lost = 0, received = 0, rtt = null;
+    const frames = {};
+    const audioBySlot = {};
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp") {
+        const slot = midToSlot[s.mid] || null;
+        bytes += s.bytesReceived || 0;
+        lost += Math.max(0, s.packetsLost || 0);
+        received += s.packetsReceived || 0;
+        if (s.kind === "video" && slot) frames[slot] = s.framesDecoded || 0;
+        if (s.kind === "audio") {
+          audioPackets += s.packetsReceived || 0;
+          if (slot) audioBySlot[slot] = s.packetsReceived || 0;
+        }
+      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        if (typeof s.currentRoundTripTime === "number") rtt = s.currentRoundTripTime;
+      }
+    });
+    // Receive-only slots have no mid in some Firefox versions' stats: fall back to receivers.
+    if (!Object.keys(frames).length) {
+      for (const tr of transceivers) {
+        if (!tr.lienthongSlot || tr.receiver.track.kind !== "video") continue;
+        const rs = await tr.receiver.getStats();
+        rs.forEach((s) => { if (s.type === "inbound-rtp") frames[tr.lienthongSlot] = s.framesDecoded || 0; });
+      }
+    }
+    state.framesDecoded = frames;
+    state.audioPacketsReceived = audioPackets;
+    state.audioPacketsBySlot = audioBySlot;
+    const now = performance.now();
+    if (lastInbound) {
+      const seconds = (now - lastInbound.at) / 1000;
+      const dLost = lost - lastInbound.lost, dRecv = received - lastInbound.received;
+      const loss = dLost + dRecv > 0 ? (100 * dLost) / (dLost + dRecv) : 0;
+      const kbps = seconds > 0 ? (8 * (bytes - lastInbound.bytes)) / seconds / 1000 : 0;
+      const rttMs = rtt === null ? null : Math.round(rtt * 1000);
+      const level = loss > 5 || (rttMs !== null && rttMs > 400) ? "poor" : loss > 1 || (rttMs !== null && rttMs > 150) ? "fair" : "good";
+      state.quality = { loss: Math.round(loss * 10) / 10, rtt: rttMs, bitrateKbps: Math.round(kbps), level };
+      renderQuality();
+    }
+    lastInbound = { at: now, bytes, lost, received };
+  }
+
+  function renderQuality() {
+    const q = state.quality;
+    const el = $("quality");
+    el.className = "quality " + q.level;
+    $("quality-label").textContent = t("meeting.quality." + q.level);
+    $("quality-detail").textContent = t("meeting.quality.detail", { loss: q.loss, rtt: q.rtt === null ? "–" : q.rtt, bitrate: q.bitrateKbps });
+  }
+
+  // ---- local controls ----
+  function setMic(on) {
+    const track = localStream && localStream.getAudioTracks()[0];
+    if (!track) return;
+    track.enabled = on;
+    state.localTracks.audio = on;
+    $("btn-mic").textContent = t(on ? "meeting.mic_off" : "meeting.mic_on");
+    $("btn-mic").classList.toggle("active", !on);
+    send("media_state", { audio: on });
+  }
+
+  function setCamera(on) {
+    const track = localStream && localStream.getVideoTracks()[0];
+    if (!track) return;
+    track.enabled = on;
+    if (thumbTrack) thumbTrack.enabled = on;
+    state.localTracks.camera = on;
+    $("btn-cam").textContent = t(on ? "meeting.cam_off" : "meeting.cam_on");
+    $("btn-cam").classList.toggle("active", !on);
+    send("media_state", { video: on });
+  }
+
+  function senderFor(kind) {
+    const i = layout.findIndex((e) => e.send === kind);
+    return i >= 0 && transceivers[i] ? transceivers[i].sender : null;
+  }
+
+  async function toggleScreen() {
+    const sender = senderFor("screen");
+    if (!sender) return;
+    if (screenStream) return stopScreen();
+    try {
+      screenStream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { max: 15 } }, audio: false });
+    } catch (e) { return; }
+    const track = screenStream.getVideoTracks()[0];
+    track.onended = () => stopScreen();
+    const i = layout.findIndex((e) => e.send === "screen");
+    if (transceivers[i].direction === "recvonly") transceivers[i].direction = "sendrecv";
+    await sender.replaceTrack(track);
+    state.localTracks.screen = true;
+    $("btn-share").textContent = t("meeting.stop_share");
+    $("btn-share").classList.add("active");
+    send("media_state", { screen: true });
+  }
+
+  async function stopScreen() {
+    const sender = senderFor("screen");
+    if (screenStream) screenStream.getTracks().forEach((tr) => tr.stop());
+    screenStream = null;
+    if (sender) await sender.replaceTrack(null);
+    state.localTracks.screen = false;
+    $("btn-share").textContent = t("meeting.share");
+    $("btn-share").classList.remove("active");
+    send("media_state", { screen: false });
+  }
+
+  async function switchDevice(kind, deviceId) {
+    if (!localStream) return;
+    const constraints = kind === "audio"
+      ? { audio: { deviceId: { exact: deviceId } } }
+      : { video: { deviceId: { exact: deviceId }, width: { ideal: 1280, max: 1280 }, height: { ideal: 720, max: 720 } } };
+    const stream = await navigator.mediaDevices.getUserMedia(constraints);
+    const track = stream.getTracks()[0];
+    const old = kind === "audio" ? localStream.getAudioTracks()[0] : localStream.getVideoTracks()[0];
+    if (old) { localStream.removeTrack(old); old.stop(); }
+    localStream.addTrack(track);
+    if (kind === "audio") {
+      sessionStorage.setItem("lienthong.micId", deviceId);
+      track.enabled = state.localTracks.audio;
+      await senderFor("audio").replaceTrack(track);
+    } else {
+      sessionStorage.setItem("lienthong.cameraId", deviceId);
+      await senderFor("camera").replaceTrack(track);
+      if (thumbTrack) thumbTrack.stop();
+      thumbTrack = await makeThumb(track);
+      await senderFor("thumb").replaceTrack(thumbTrack);
+    }
+  }
+
+  async function fillDevicePickers() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    for (const [kind, select, key] of [["videoinput", $("select-camera"), "lienthong.cameraId"], ["audioinput", $("select-mic"), "lienthong.micId"]]) {
+      select.textContent = "";
+      const current = localStream && (kind === "videoinput" ? localStream.getVideoTracks()[0] : localStream.getAudioTracks()[0]);
+      const currentId = current ? current.getSettings().deviceId : sessionStorage.getItem(key);
+      devices.filter((d) => d.kind === kind).forEach((d, i) => {
+        const opt = document.createElement("option");
+        opt.value = d.deviceId;
+        opt.textContent = d.label || (kind === "videoinput" ? t("meeting.camera") : t("meeting.microphone")) + " " + (i + 1);
+        opt.selected = d.deviceId === currentId;
+        select.appendChild(opt);
+      });
+    }
+  }
+
+  function raiseHand() {
+    const me = participant(state.me && state.me.id);
+    send("hand", { raised: !(me && me.hand) });
+  }
+
+  // ---- rendering ----
+  function participant(id) {
+    return state.participants.find((p) => p.id === id) || null;
+  }
+
+  function render() {
+    const me = state.me;
+    // Stage and gallery labels.
+    for (const [slot, el] of Object.entries(slotElements)) {
+      if (!el.tile) continue;
+      const p = participant(state.slots[slot]);
+      el.tile.querySelector(".name").textContent = p ? p.site_name : t("meeting.empty_slot");
+      el.tile.classList.toggle("empty", !p);
+      el.tile.classList.toggle("speaking", Boolean(p && p.id === state.speaker));
+      el.tile.dataset.participant = p ? p.id : "";
+      if (slot === "screen") el.tile.hidden = !p;
+    }
+    const floor = participant(state.floor);
+    $("floor-line").textContent = floor ? t("meeting.floor", { name: floor.site_name }) : t("meeting.no_floor");
+    $("locked-badge").hidden = !state.locked;
+    $("btn-lock").textContent = t(state.locked ? "meeting.unlock" : "meeting.lock");
+    $("btn-take-floor").disabled = !state.floor;
+    // Participants.
+    const list = $("participants");
+    list.textContent = "";
+    for (const p of state.participants) {
+      const li = $("tpl-participant").content.firstElementChild.cloneNode(true);
+      li.dataset.participant = p.id;
+      li.querySelector(".name").textContent = p.site_name;
+      const flags = [];
+      if (p.role === "chair") flags.push(t("meeting.role.chair"));
+      if (p.role === "observer") flags.push(t("meeting.role.observer"));
+      if (p.audio === false || p.muted_by_chair) flags.push("🔇");
+      if (p.video === false) flags.push("📷✕");
+      if (p.hand) flags.push("✋ " + t("meeting.hand_raised"));
+      if (p.id === state.speaker) flags.push(t("meeting.speaking"));
+      li.querySelector(".flags").textContent = flags.join(" · ");
+      li.classList.toggle("me", Boolean(me && p.id === me.id));
+      li.classList.toggle("speaking", p.id === state.speaker);
+      const mute = li.querySelector('[data-action="mute_site"]');
+      mute.textContent = t(p.muted_by_chair ? "meeting.unmute_site" : "meeting.mute_site");
+      mute.dataset.muted = p.muted_by_chair ? "1" : "";
+      if (p.role === "observer") { li.querySelector('[data-action="give_floor"]').hidden = true; mute.hidden = true; }
+      list.appendChild(li);
+    }
+    $("participant-count").textContent = String(state.participants.length);
+    // Hand queue (chair).
+    const hands = $("hand-queue");
+    hands.textContent = "";
+    for (const id of state.hands) {
+      const p = participant(id);
+      if (!p) continue;
+      const li = document.createElement("li");
+      li.textContent = p.site_name + " ";
+      const give = document.createElement("button");
+      give.type = "button";
+      give.textContent = t("meeting.give_floor");
+      give.onclick = () => send("give_floor", { site: id });
+      li.appendChild(give);
+      hands.appendChild(li);
+    }
+    $("no-hands").hidden = state.hands.length > 0;
+    const mine = me && participant(me.id);
+    $("btn-hand").textContent = t(mine && mine.hand ? "meeting.lower_hand" : "meeting.raise_hand");
+    $("btn-hand").classList.toggle("active", Boolean(mine && mine.hand));
+  }
+
+  function setStatus(text) { $("status").textContent = text; }
+
+  function setNotice(text, rejoin) {
+    state.notice = text;
+    $("notice-text").textContent = text;
+    $("notice").hidden = false;
+    $("notice-rejoin").hidden = !rejoin;
+  }
+
+  function closeRoom(reason, message) {
+    if (state.phase === "closed") return;
+    state.phase = "closed";
+    state.closedReason = reason;
+    state.joined = false;
+    clearTimeout(reconnectTimer);
+    clearInterval(pingTimer);
+    clearInterval(statsTimer);
+    const known = { ended: "meeting.ended", removed: "meeting.removed", left: "meeting.left",
+                    server_closing: "meeting.server_closing", connection_lost: "meeting.connection_lost" };
+    const text = message || t(known[reason] || "meeting.connection_lost");
+    setNotice(text, reason === "server_closing" || reason === "connection_lost" || reason === "left");
+    setStatus(text);
+    if (pc) { pc.close(); pc = null; }
+    if (localStream) localStream.getTracks().forEach((tr) => tr.stop());
+    if (thumbTrack) thumbTrack.stop();
+    if (screenStream) screenStream.getTracks().forEach((tr) => tr.stop());
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, reason);
+    $("room").hidden = reason === "refused";
+  }
+
+  // ---- wiring ----
+  function wire() {
+    $("btn-mic").onclick = () => setMic(!state.localTracks.audio);
+    $("btn-cam").onclick = () => setCamera(!state.localTracks.camera);
+    $("btn-share").onclick = () => toggleScreen();
+    $("btn-hand").onclick = () => raiseHand();
+    $("btn-leave").onclick = () => { send("leave"); closeRoom("left"); };
+    $("btn-take-floor").onclick = () => send("take_floor");
+    $("btn-lock").onclick = () => send("lock", { locked: !state.locked });
+    $("btn-end").onclick = () => { if (confirm(t("meeting.confirm_end"))) send("end"); };
+    $("notice-rejoin").onclick = () => location.reload();
+    $("participants").onclick = (ev) => {
+      const button = ev.target.closest("button[data-action]");
+      if (!button) return;
+      const id = button.closest("li").dataset.participant;
+      const action = button.dataset.action;
+      if (action === "give_floor") send("give_floor", { site: id });
+      if (action === "mute_site") send("mute_site", { site: id, muted: !button.dataset.muted });
+      if (action === "remove_site") {
+        const p = participant(id);
+        if (confirm(t("meeting.confirm_remove", { name: p ? p.site_name : id }))) send("remove_site", { site: id });
+      }
+    };
+    $("select-camera").onchange = (ev) => switchDevice("video", ev.target.value).catch((e) => setStatus(String(e)));
+    $("select-mic").onchange = (ev) => switchDevice("audio", ev.target.value).catch((e) => setStatus(String(e)));
+    document.querySelector("details.devices").addEventListener("toggle", () => fillDevicePickers().catch(() => {}));
+    window.addEventListener("pagehide", () => { if (state.phase === "joined") send("leave"); });
+  }
+
+  // Test and diagnostic hooks.
+  state.send = send;
+  state.giveFloor = (id) => send("give_floor", { site: id });
+  state.leave = () => { send("leave"); closeRoom("left"); };
+  state.dropConnection = () => { if (ws) ws.close(4000, "test drop"); };
+
+  wire();
+  connect();
+})();
