@@ -40,7 +40,8 @@ class GeneralConfig:
     timezone: str = "Asia/Ho_Chi_Minh"
     # Default interface language: "vi" or "en".
     language: str = "vi"
-    # Units hierarchy loaded into the store at start-up (relative to the config file).
+    # Units hierarchy loaded into the store at start-up (relative to the config file);
+    # "" = the demo hierarchy shipped with the package (web/demo/units.toml).
     units_file: str = ""
     # How long shutdown waits for connections to close before cancelling them (seconds).
     shutdown_timeout: float = 10.0

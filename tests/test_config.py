@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,12 +66,13 @@ def test_all_errors_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run([sys.executable, "-m", "lienthong", "check-config", "--config", str(REPO / "conf" / "lienthong.toml")],
-                        capture_output=True, text=True, cwd=tmp_path)
+                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr
     bad = write(tmp_path, "[web]\nport = 'x'\n")
     res = subprocess.run([sys.executable, "-m", "lienthong", "check-config", "--config", str(bad)],
-                         capture_output=True, text=True, cwd=tmp_path)
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 1
     assert f"{bad}: web.port: expected an integer" in res.stderr
     assert "Traceback" not in res.stderr

@@ -1,0 +1,34 @@
+"""Every API route × every role → expected status.  Extend ROUTES with new routes.
+
+Each row: (method, path, JSON body or None, {role: status}); roles are "anonymous",
+"viewer", "unit_admin" (of so-dttg-lao-cai), "system_admin".  Requests use bearer tokens (no
+CSRF), and each row runs against a fresh server so rows cannot affect each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROLES = ("anonymous", "viewer", "unit_admin", "system_admin")
+
+
+def expect(anonymous: int, viewer: int, unit_admin: int, system_admin: int) -> dict[str, int]:
+    return {"anonymous": anonymous, "viewer": viewer, "unit_admin": unit_admin, "system_admin": system_admin}
+
+
+ROUTES: list[tuple[str, str, Any, dict[str, int]]] = [
+    ("GET", "/api/me", None, expect(401, 200, 200, 200)),
+    ("PATCH", "/api/me", {"language": "en"}, expect(401, 200, 200, 200)),
+    ("GET", "/api/tokens", None, expect(401, 200, 200, 200)),
+    ("POST", "/api/tokens", {"label": "x"}, expect(401, 201, 201, 201)),
+    ("GET", "/api/units", None, expect(401, 200, 200, 200)),
+    ("GET", "/api/units/vpcp", None, expect(401, 200, 200, 200)),
+    ("PATCH", "/api/units/xa-bac-ha-lao-cai", {"name_en": "Bac Ha"}, expect(401, 403, 200, 200)),
+    ("PATCH", "/api/units/so-dttg-son-la", {"name_en": "Son La"}, expect(401, 403, 403, 200)),
+    ("GET", "/api/accounts", None, expect(401, 403, 403, 200)),
+    ("POST", "/api/accounts", {"username": "moi", "password": "a long password", "role": "viewer"},
+     expect(401, 403, 403, 201)),
+    ("DELETE", "/api/accounts/victim", None, expect(401, 403, 403, 200)),
+    ("GET", "/api/audit", None, expect(401, 403, 403, 200)),
+    ("GET", "/healthz", None, expect(200, 200, 200, 200)),
+]
