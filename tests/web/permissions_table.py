@@ -31,4 +31,17 @@ ROUTES: list[tuple[str, str, Any, dict[str, int]]] = [
     ("DELETE", "/api/accounts/victim", None, expect(401, 403, 403, 200)),
     ("GET", "/api/audit", None, expect(401, 403, 403, 200)),
     ("GET", "/healthz", None, expect(200, 200, 200, 200)),
+    # Meetings.  {own} is chaired by so-dttg-lao-cai (the unit admin's unit), {central} by bo-dttg.
+    ("GET", "/api/meetings", None, expect(401, 200, 200, 200)),
+    ("POST", "/api/meetings", "own_body", expect(401, 403, 201, 201)),
+    ("POST", "/api/meetings", "central_body", expect(401, 403, 403, 201)),
+    ("GET", "/api/meetings/{central}", None, expect(401, 200, 200, 200)),
+    ("PATCH", "/api/meetings/{own}", {"title": "Đổi tên"}, expect(401, 403, 200, 200)),
+    ("PATCH", "/api/meetings/{central}", {"title": "Đổi tên"}, expect(401, 403, 403, 200)),
+    ("POST", "/api/meetings/{own}/links/xa-bac-ha-lao-cai/reissue", {}, expect(401, 403, 200, 200)),
+    ("POST", "/api/meetings/{central}/links/so-dttg-hue/revoke", {}, expect(401, 403, 403, 200)),
+    ("DELETE", "/api/meetings/{own}", None, expect(401, 403, 200, 200)),
+    ("DELETE", "/api/meetings/{central}", None, expect(401, 403, 403, 200)),
+    ("GET", "/api/calendar?start=2026-11-23&end=2026-11-30", None, expect(401, 200, 200, 200)),
+    ("GET", "/meetings/{central}.ics", None, expect(302, 200, 200, 200)),  # pages send anonymous users to log in
 ]

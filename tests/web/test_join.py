@@ -1,0 +1,115 @@
+"""Join links: the resolver's windows and refusals, revocation and re-issue, the join page."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from lienthong.store.web import now_utc
+from tests.web.conftest import Running, api
+from tests.web.meeting_helpers import HCM, admin_session, create_meeting, link_of, meeting_body
+from web import keys
+from web.joins import JoinRefused
+
+
+def token_of(url: str) -> str:
+    return url.rsplit("/j/", 1)[1]
+
+
+def resolver(running: Running):  # type: ignore[no-untyped-def]
+    assert running.server.web is not None and running.server.web.runner is not None
+    return running.server.web.runner.app[keys.JOIN_RESOLVER]
+
+
+async def test_window_early_grace_and_refusals(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0)
+    created = await create_meeting(running, meeting_body(start, minutes=60))
+    token = token_of(link_of(created, "so-dttg-lao-cai"))
+    r = resolver(running)
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token, now=start - dt.timedelta(minutes=16))
+    assert info.value.code == "not_open_yet" and info.value.opens_at == start - dt.timedelta(minutes=15)
+    grant = await r.resolve(token, now=start - dt.timedelta(minutes=15))
+    assert grant.site_id == "so-dttg-lao-cai" and grant.role == "site" and grant.meeting_id == created["id"]
+    assert grant.site_name == "Sở Dân tộc và Tôn giáo tỉnh Lào Cai"
+    assert grant.closes_at == start + dt.timedelta(minutes=90)
+    assert (await r.resolve(token, now=start + dt.timedelta(minutes=90))).room_id == grant.room_id
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token, now=start + dt.timedelta(minutes=91))
+    assert info.value.code == "expired"  # past end + grace: the token itself has expired
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token[:-3] + "abc", now=start)
+    assert info.value.code == "invalid" and "không hợp lệ" in info.value.message("vi")
+    chair = await r.resolve(token_of(link_of(created, "bo-dttg")), now=start)
+    assert chair.role == "chair"
+
+
+async def test_recurring_meeting_grants_the_current_occurrence(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0)
+    created = await create_meeting(running, meeting_body(start, minutes=60, recurrence={"freq": "DAILY", "count": 3}))
+    r = resolver(running)
+    token = token_of(link_of(created, "so-dttg-ha-noi"))
+    first = await r.resolve(token, now=start)
+    second = await r.resolve(token, now=start + dt.timedelta(days=1, minutes=5))
+    assert first.room_id != second.room_id
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token, now=start + dt.timedelta(hours=5))
+    assert info.value.code == "not_open_yet"
+
+
+async def test_revoke_reissue_cancel_and_pin(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0)
+    created = await create_meeting(running, meeting_body(start, pin="2468"))
+    mid, r = created["id"], resolver(running)
+    old = token_of(link_of(created, "so-dttg-son-la"))
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(old, now=start)
+    assert info.value.code == "pin_required"
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(old, pin="1111", now=start)
+    assert info.value.code == "pin_wrong"
+    assert (await r.resolve(old, pin="2468", now=start)).pin_required
+    s = await admin_session(running)
+    async with s:
+        status, links = await api(s, "POST", f"/api/meetings/{mid}/links/so-dttg-son-la/revoke")
+        assert status == 200
+        with pytest.raises(JoinRefused) as info:
+            await r.resolve(old, pin="2468", now=start)
+        assert info.value.code == "revoked"
+        status, links = await api(s, "POST", f"/api/meetings/{mid}/links/so-dttg-son-la/reissue")
+        new = token_of(next(l["url"] for l in links["links"] if l["site"] == "so-dttg-son-la"))
+        assert new != old
+        assert (await r.resolve(new, pin="2468", now=start)).site_id == "so-dttg-son-la"
+        with pytest.raises(JoinRefused):
+            await r.resolve(old, pin="2468", now=start)  # the old token stays dead
+        # Dropping a site from the meeting revokes its link.
+        status, _ = await api(s, "PATCH", f"/api/meetings/{mid}", json={"sites": ["so-dttg-ha-noi"]})
+        with pytest.raises(JoinRefused) as info:
+            await r.resolve(new, pin="2468", now=start)
+        assert info.value.code == "revoked"
+        status, _ = await api(s, "DELETE", f"/api/meetings/{mid}")
+        hanoi = token_of(link_of(created, "so-dttg-ha-noi"))
+        with pytest.raises(JoinRefused) as info:
+            await r.resolve(hanoi, pin="2468", now=start)
+        assert info.value.code == "cancelled"
+
+
+async def test_join_page_states(running: Running) -> None:
+    soon = now_utc() + dt.timedelta(minutes=5)
+    later = now_utc() + dt.timedelta(days=2)
+    open_meeting = await create_meeting(running, meeting_body(soon))
+    future = await create_meeting(running, meeting_body(later))
+    async with running.client() as s:  # anonymous: the link is the credential
+        async with s.get("/j/" + token_of(link_of(open_meeting, "so-dttg-lao-cai"))) as r:
+            html = await r.text()
+            assert r.status == 200 and 'id="join"' in html and "Sở Dân tộc và Tôn giáo tỉnh Lào Cai" in html
+            assert 'data-href="/m/' in html
+        async with s.get("/j/" + token_of(link_of(future, "so-dttg-lao-cai"))) as r:
+            html = await r.text()
+            assert r.status == 200 and 'id="not-open"' in html and "Cuộc họp chưa mở" in html
+            opens = (later - dt.timedelta(minutes=15)).astimezone(HCM)
+            assert f"{opens:%d/%m/%Y}" in html
+        async with s.get("/j/not-a-token?lang=en") as r:
+            html = await r.text()
+            assert r.status == 404 and "This join link is not valid." in html and "Traceback" not in html

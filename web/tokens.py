@@ -1,0 +1,94 @@
+"""Join tokens: what a site's join link carries, signed so it cannot be forged or altered.
+
+Token = base64url(JSON claims) "." base64url(HMAC-SHA256(secret, that first part)).
+Claims: ``l`` link id, ``g`` link generation (re-issuing a link bumps it, so the old token
+stops working), ``m`` meeting, ``s`` site (unit id), ``r`` role, ``exp`` expiry (Unix time:
+the series' last end + grace).  Verification is constant-time; revocation and the meeting's
+window are checked against the store by web.joinlinks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("chair", "site", "observer")
+
+
+class TokenError(ValueError):
+    """``reason`` is "invalid" (malformed, bad signature) or "expired"."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JoinClaims:
+    link_id: str
+    generation: int
+    meeting_id: str
+    site_id: str
+    role: str
+    expires: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: bytes, claims: JoinClaims) -> str:
+    body = _b64(json.dumps({"l": claims.link_id, "g": claims.generation, "m": claims.meeting_id,
+                            "s": claims.site_id, "r": claims.role, "exp": claims.expires},
+                           separators=(",", ":")).encode())
+    mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+    return f"{body}.{_b64(mac)}"
+
+
+def verify(secret: bytes, token: str, now: float) -> JoinClaims:
+    body, sep, mac = token.partition(".")
+    if not sep or len(token) > 1024:
+        raise TokenError("invalid")
+    try:
+        given = _unb64(mac)
+    except (ValueError, TypeError):
+        raise TokenError("invalid") from None
+    expected = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(given, expected):
+        raise TokenError("invalid")
+    try:
+        raw = json.loads(_unb64(body))
+        claims = JoinClaims(str(raw["l"]), int(raw["g"]), str(raw["m"]), str(raw["s"]), str(raw["r"]), int(raw["exp"]))
+    except (ValueError, KeyError, TypeError):
+        raise TokenError("invalid") from None
+    if claims.role not in ROLES:
+        raise TokenError("invalid")
+    if now > claims.expires:
+        raise TokenError("expired")
+    return claims
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The signing key, created (0600) at first start.  Replacing it invalidates every link."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return data
