@@ -20,6 +20,37 @@ class MailConfig:
     dns_servers: list[str] = field(default_factory=list)
     # Largest message accepted, in bytes.
     max_message_size: int = 25 * 1024 * 1024
+    # Per relay account: messages per minute, and recipients per message.
+    rate_messages_per_minute: int = 120
+    max_recipients: int = 100
+    # Failed AUTH attempts per client address within auth_fail_window seconds before 454.
+    auth_fail_limit: int = 10
+    auth_fail_window: float = 600.0
+    # Delivery: retry delays grow from retry_first to retry_max (seconds); a message is bounced
+    # after max_queue_lifetime (seconds, default 5 days); senders are warned after delay_warning.
+    retry_first: float = 300.0
+    retry_max: float = 4 * 3600.0
+    max_queue_lifetime: float = 5 * 86400.0
+    delay_warning: float = 4 * 3600.0
+    # Seconds between spool scans for due messages, and SMTP timeouts toward remote hosts.
+    scan_interval: float = 5.0
+    connect_timeout: float = 30.0
+    command_timeout: float = 120.0
+    # Simultaneous connections per destination host, and in all.
+    per_destination_concurrency: int = 4
+    total_concurrency: int = 50
+    # STARTTLS toward remote hosts: "opportunistic" (when offered) or "required", and per-domain
+    # exceptions, e.g. {"partner.gov.vn" = "required"}.
+    tls_policy: str = "opportunistic"
+    tls_policy_domains: dict[str, str] = field(default_factory=dict)
+    # Verify remote certificates when STARTTLS is required (opportunistic TLS never verifies).
+    tls_verify_required: bool = True
+    # TCP port of remote mail servers (25; tests run their stand-in MX hosts on another port).
+    remote_smtp_port: int = 25
+    # DKIM selector; a key at <state_dir>/dkim/<domain>.key signs that domain's mail.
+    dkim_selector: str = "lienthong"
+    # Address bounces come from.
+    postmaster: str = "postmaster@localhost"
 
     def validate(self) -> list[tuple[str, str]]:
         problems = []
@@ -32,6 +63,20 @@ class MailConfig:
                 problems.append((f"dns_servers[{i}]", '"host" or "host:port"'))
         if self.max_message_size < 1024:
             problems.append(("max_message_size", "at least 1024 bytes"))
+        for key in ("rate_messages_per_minute", "max_recipients", "auth_fail_limit",
+                    "per_destination_concurrency", "total_concurrency"):
+            if getattr(self, key) < 1:
+                problems.append((key, "a whole number of at least 1"))
+        for key in ("auth_fail_window", "retry_first", "retry_max", "max_queue_lifetime", "delay_warning",
+                    "scan_interval", "connect_timeout", "command_timeout"):
+            if getattr(self, key) <= 0:
+                problems.append((key, "a positive number of seconds"))
+        if self.retry_max < self.retry_first:
+            problems.append(("retry_max", "at least retry_first"))
+        for name, policy in [("tls_policy", self.tls_policy)] + [
+                (f"tls_policy_domains.{d}", p) for d, p in self.tls_policy_domains.items()]:
+            if policy not in ("opportunistic", "required"):
+                problems.append((name, f'"opportunistic" or "required", got {policy!r}'))
         return problems
 
 
