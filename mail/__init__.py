@@ -99,7 +99,7 @@ class MailService:
                 self.ssl_context))
         if self.cfg.mx_listen:
             plans.append(("mx", self.cfg.mx_listen, lambda: RelaySMTP(
-                mx, tls_context=self.ssl_context, **common), None))
+                mx, tls_context=self.ssl_context, auth_exclude_mechanism=["LOGIN", "PLAIN"], **common), None))
         try:
             for name, listen, factory, server_ssl in plans:
                 server = await start_listener(listen, factory, server_ssl)

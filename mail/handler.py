@@ -58,6 +58,8 @@ class RelayHandler:
             return ["501 5.5.2 Bad EHLO name"]
         session.host_name = hostname
         last = responses.pop()  # "250 HELP"
+        if self.mode == "mx":  # no AUTH on the MX listener, not even an empty list
+            responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
         # aiosmtpd reads pipelined commands in order but does not say so.
         return [*responses, "250-PIPELINING", "250-DSN", "250-ENHANCEDSTATUSCODES", last]
 
