@@ -7,6 +7,7 @@ bounce of a bounce) and honour NOTIFY; ``recipients_to_report`` encodes those ru
 
 from __future__ import annotations
 
+import base64
 import time
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -90,14 +91,22 @@ def build_dsn(env: Envelope, original: bytes, recipients: list[Recipient], actio
     status.set_payload(blocks)
     msg.attach(status)
 
-    returned = EmailMessage()
-    if env.ret == "HDRS" or action != "failed":
-        head = original.split(b"\r\n\r\n", 1)[0] + b"\r\n"
-        returned.set_type("text/rfc822-headers")
-        returned.set_payload(head.decode("utf-8", "replace"))
+    headers_only = env.ret == "HDRS" or action != "failed"
+    body = original.split(b"\r\n\r\n", 1)[0] + b"\r\n" if headers_only else original
+    if original.isascii():
+        returned = EmailMessage()
+        if headers_only:
+            returned.set_type("text/rfc822-headers")
+            returned.set_payload(body.decode("ascii"))
+        else:
+            returned.set_type("message/rfc822")
+            returned.set_payload([BytesParser(policy=SMTP).parsebytes(original)])
+        del returned["MIME-Version"]
     else:
-        returned.set_type("message/rfc822")
-        returned.set_payload([BytesParser(policy=SMTP).parsebytes(original)])
-    del returned["MIME-Version"]
+        # Raw UTF-8 (SMTPUTF8 mail): RFC 6533's message/global types, which may be base64-encoded.
+        returned = Message()
+        returned["Content-Type"] = "message/global-headers" if headers_only else "message/global"
+        returned["Content-Transfer-Encoding"] = "base64"
+        returned.set_payload(base64.encodebytes(body).decode("ascii"))
     msg.attach(returned)
     return msg.as_bytes()

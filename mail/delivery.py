@@ -87,6 +87,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._cooldown: dict[str, float] = {}  # messages whose last attempt crashed: not before
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mail-delivery")
@@ -124,6 +125,8 @@ class DeliveryWorker:
         for env in self.spool.envelopes():
             if env.id in self._inflight or env.hold or env.next_try > now or not env.pending:
                 continue
+            if self._cooldown.get(env.id, 0.0) > now:
+                continue
             task = asyncio.create_task(self._attempt(env.id), name=f"deliver-{env.id}")
             self._inflight[env.id] = task
             task.add_done_callback(lambda t, i=env.id: self._inflight.pop(i, None))
@@ -131,6 +134,17 @@ class DeliveryWorker:
     # -- one attempt of one message ---------------------------------------------------------
 
     async def _attempt(self, queue_id: str) -> None:
+        try:
+            await self._attempt_unguarded(queue_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or an unexpected failure: keep the message, log it, retry later (not in a loop).
+            log.exception("delivery attempt failed unexpectedly; will retry", extra={"queue_id": queue_id})
+            self._cooldown[queue_id] = self.clock() + self.config.retry_first
+
+    async def _attempt_unguarded(self, queue_id: str) -> None:
+        self._cooldown.pop(queue_id, None)
         async with self._total:
             try:
                 env = self.spool.load(queue_id)  # reread: the queue CLI may have changed it
@@ -260,7 +274,7 @@ class DeliveryWorker:
         if dsn and env.envid:
             mail_options.append(f"ENVID={env.envid}")
         try:
-            await conn.mail(env.mail_from, options=mail_options)
+            await conn.mail(env.mail_from, options=mail_options, encoding="utf-8" if needs_utf8 else "ascii")
         except aiosmtplib.SMTPResponseException as e:
             self._all(rcpts, e.code, e.message, target)
             await _rset(conn)
@@ -273,7 +287,7 @@ class DeliveryWorker:
             if dsn and r.orcpt:
                 options.append(f"ORCPT={r.orcpt}")
             try:
-                await conn.rcpt(r.address, options=options)
+                await conn.rcpt(r.address, options=options, encoding="utf-8" if needs_utf8 else "ascii")
                 accepted.append(r)
             except aiosmtplib.SMTPResponseException as e:
                 self._one(r, e.code, e.message, target)

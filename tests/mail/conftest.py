@@ -58,17 +58,17 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-async def start_relay(cfg: Config) -> Relay:
+async def start_relay(cfg: Config, next_hop: str = "127.0.0.9:25") -> Relay:
     cfg.state_path.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.state_file(cfg.store.path))
     await store.open()
     if AGENCY not in await store.mail.agencies():
         await store.mail.add_agency(AGENCY)
-        await store.mail.add_domain(AGENCY, DOMAIN, "127.0.0.9:25")
-        await store.mail.add_domain(AGENCY, "vp.dttg.gov.vn", "127.0.0.9:25")
+        await store.mail.add_domain(AGENCY, DOMAIN, next_hop)
+        await store.mail.add_domain(AGENCY, "vp.dttg.gov.vn", next_hop)
         await store.mail.add_account(AGENCY, "vanthu", hash_password(PASSWORD))
         await store.mail.add_agency("so-laocai")
-        await store.mail.add_domain("so-laocai", "laocai.gov.vn", "127.0.0.9:25")
+        await store.mail.add_domain("so-laocai", "laocai.gov.vn", next_hop)
     service = MailService(cfg, store, tls.server_context(cfg), CollectorRegistry())
     await service.start()
     return Relay(service, store, cfg)
