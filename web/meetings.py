@@ -622,8 +622,13 @@ async def join_page(request: web.Request) -> web.Response:
             grant = None
             needs_pin = True
         elif e.code == "not_open_yet":
+            # The page reloads itself when the window opens (at most hourly, so a long wait
+            # still notices an edit of the meeting), so a site can leave it open on the screen.
+            assert e.opens_at is not None
+            refresh_in = int(min(max((e.opens_at - now_utc()).total_seconds() + 1, 5), 3600))
             return render(request, "join.html", {"state": "not_open", "opens_at": e.opens_at, "token": token,
-                                                 "message": e.message(t.lang), "grant": None, "info": await _link_info(request, token)})
+                                                 "message": e.message(t.lang), "grant": None,
+                                                 "info": await _link_info(request, token), "refresh_in": refresh_in})
         else:
             status = {"invalid": 404, "revoked": 403, "expired": 410, "ended": 410, "cancelled": 410}.get(e.code, 400)
             return render(request, "join.html", {"state": "refused", "message": e.message(t.lang), "token": token,

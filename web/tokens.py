@@ -14,11 +14,15 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("chair", "site", "observer")
+# Both parts are unpadded base64url; anything else (a URL mangled by a mail client, stray
+# non-ASCII) is refused before any decoding.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,900}\.[A-Za-z0-9_-]{43}")
 
 
 class TokenError(ValueError):
@@ -56,9 +60,9 @@ def sign(secret: bytes, claims: JoinClaims) -> str:
 
 
 def verify(secret: bytes, token: str, now: float) -> JoinClaims:
-    body, sep, mac = token.partition(".")
-    if not sep or len(token) > 1024:
+    if not isinstance(token, str) or not _SHAPE.fullmatch(token):
         raise TokenError("invalid")
+    body, _, mac = token.partition(".")
     try:
         given = _unb64(mac)
     except (ValueError, TypeError):

@@ -110,6 +110,8 @@ async def test_join_page_states(running: Running) -> None:
             assert r.status == 200 and 'id="not-open"' in html and "Cuộc họp chưa mở" in html
             opens = (later - dt.timedelta(minutes=15)).astimezone(HCM)
             assert f"{opens:%d/%m/%Y}" in html
+            # It reloads itself, at the latest an hour later (the meeting opens in ~2 days).
+            assert '<meta http-equiv="refresh" content="3600">' in html
         async with s.get("/j/not-a-token?lang=en") as r:
             html = await r.text()
             assert r.status == 404 and "This join link is not valid." in html and "Traceback" not in html

@@ -59,3 +59,25 @@ def test_secret_created_private_and_kept(tmp_path: Path) -> None:
     first = tokens.load_or_create_secret(path)
     assert len(first) == 32 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert tokens.load_or_create_secret(path) == first
+
+
+@pytest.mark.parametrize("garbage", [
+    "\udcff.abc", "é.é", "a.b.c", "Zm9v.!!!!", "e30." + "A" * 42, "e30." + "A" * 44, " " + "e30." + "A" * 43,
+])
+def test_malformed_tokens_are_invalid_not_errors(garbage: str) -> None:
+    with pytest.raises(TokenError) as info:
+        tokens.verify(SECRET, garbage, now=0)
+    assert info.value.reason == "invalid"
+
+
+def test_signature_over_the_exact_claims_text() -> None:
+    # Same claims re-encoded with other JSON spacing: a different body, so the MAC fails.
+    import base64
+    import json
+
+    token = tokens.sign(SECRET, CLAIMS)
+    mac = token.split(".")[1]
+    raw = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    body = base64.urlsafe_b64encode(json.dumps(raw).encode()).rstrip(b"=").decode()
+    with pytest.raises(TokenError):
+        tokens.verify(SECRET, f"{body}.{mac}", now=0)
