@@ -44,4 +44,16 @@ ROUTES: list[tuple[str, str, Any, dict[str, int]]] = [
     ("DELETE", "/api/meetings/{central}", None, expect(401, 403, 403, 200)),
     ("GET", "/api/calendar?start=2026-11-23&end=2026-11-30", None, expect(401, 200, 200, 200)),
     ("GET", "/meetings/{central}.ics", None, expect(302, 200, 200, 200)),  # pages send anonymous users to log in
+    # One occurrence ({own_occ}, {central_occ}: the occurrence id, i.e. the original start in UTC).
+    ("PATCH", "/api/meetings/{own}?occurrence={own_occ}", {"start": "2030-01-02T09:00", "end": "2030-01-02T10:00"},
+     expect(401, 403, 200, 200)),
+    ("PATCH", "/api/meetings/{central}?occurrence={central_occ}",
+     {"start": "2030-01-02T09:00", "end": "2030-01-02T10:00"}, expect(401, 403, 403, 200)),
+    ("DELETE", "/api/meetings/{own}?occurrence={own_occ}", None, expect(401, 403, 200, 200)),
+    ("DELETE", "/api/meetings/{central}?occurrence={central_occ}", None, expect(401, 403, 403, 200)),
+    # A unit admin cannot hand its meeting to a chair outside its subtree.
+    ("PATCH", "/api/meetings/{own}", {"chair": "bo-dttg"}, expect(401, 403, 403, 200)),
+    ("GET", "/api/meetings/no-such-meeting", None, expect(401, 404, 404, 404)),
+    ("GET", "/meetings/{own}", None, expect(302, 200, 200, 200)),
+    ("GET", "/calendar?view=month", None, expect(302, 200, 200, 200)),
 ]

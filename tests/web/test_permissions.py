@@ -32,7 +32,8 @@ async def test_route_permissions(running: Running, method: str, path: str, body:
               "central_body": meeting_body(start, sites=["so-dttg-hue"])}
     own = await create_meeting(running, bodies["own_body"])
     central = await create_meeting(running, bodies["central_body"])
-    path = path.format(own=own["id"], central=central["id"])
+    path = path.format(own=own["id"], central=central["id"], own_occ=own["occurrences"][0]["id"],
+                       central_occ=central["occurrences"][0]["id"])
     body = bodies.get(body, body) if isinstance(body, str) else body
     got = {}
     async with running.client() as s:
