@@ -37,8 +37,8 @@ from web.ics import IcsMeeting, meeting_ics
 from web.joinlinks import StoreJoinResolver
 from web.joins import JoinRefused
 from web.panel import render, tr
-from web.recurrence import DAYS, Recurrence, RecurrenceError
-from web.schedule import occurrences, occurrences_between
+from web.recurrence import DAYS, Recurrence, RecurrenceError, occurrence_starts
+from web.schedule import occurrences, occurrences_between, recurrence_of
 from web.tokens import load_or_create_secret
 from web.units import subtree, tree_rows
 
@@ -271,11 +271,34 @@ async def _update_series(request: web.Request, m: Meeting, body: dict[str, Any])
                               "rrule": data.rrule, "chair_unit_id": data.chair}
     if data.pin is not None:
         fields["pin_hash"] = auth.hash_password(data.pin) if data.pin else ""
-    await store.meetings.update(m.id, sites=data.sites, **fields)
+    await store.meetings.update(m.id, sites=data.sites, exceptions=rekeyed_exceptions(m, data.start, data.rrule),
+                                **fields)
     await audit(request, "meeting.update", f"meeting:{m.id}", {"fields": sorted(body)})
     updated = await store.meetings.get(m.id)
     assert updated is not None
     return updated
+
+
+def rekeyed_exceptions(m: Meeting, new_start: dt.datetime, new_rrule: str) -> dict[dt.datetime, dt.datetime | None]:
+    """What becomes of the series' cancelled and moved occurrences when the series changes.
+
+    Exceptions are keyed by their occurrence's original start (the RECURRENCE-ID), so moving
+    the series (say 14:00 -> 15:00) would silently bring a cancelled occurrence back.  With the
+    same rule, the n-th occurrence keeps its exception; with another rule there is no sensible
+    mapping, so exceptions are dropped (as desktop calendars do when a pattern changes).
+    """
+    if new_start == m.start and new_rrule == m.rrule:
+        return {}
+    old = m.cancelled_occurrences | set(m.overrides)
+    if not old:
+        return {}
+    tz = zoneinfo.ZoneInfo(m.timezone)
+    if new_rrule != m.rrule:
+        return dict.fromkeys(old)
+    before = occurrence_starts(m.start, recurrence_of(m), tz)
+    after = occurrence_starts(new_start, recurrence_of(m), tz)
+    index = {t: i for i, t in enumerate(before)}
+    return {t: (after[index[t]] if t in index and index[t] < len(after) else None) for t in old}
 
 
 def _find_occurrence(m: Meeting, occ: str) -> dt.datetime:

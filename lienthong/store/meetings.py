@@ -105,9 +105,11 @@ class MeetingsRepo:
         await db.execute(f"UPDATE join_links SET revoked = 1 WHERE meeting_id = ? AND unit_id NOT IN ({marks})",
                          (meeting_id, *sites))
 
-    async def update(self, meeting_id: str, *, sites: dict[str, str] | None = None, **fields: Any) -> None:
+    async def update(self, meeting_id: str, *, sites: dict[str, str] | None = None,
+                     exceptions: dict[dt.datetime, dt.datetime | None] | None = None, **fields: Any) -> None:
         """Update series fields (title, agenda, start, end, rrule, chair_unit_id, pin_hash, status);
-        bumps SEQUENCE."""
+        bumps SEQUENCE.  ``exceptions`` re-keys the series' exceptions in the same transaction
+        (old original start -> new original start, or None to drop it), for when the series moved."""
         cols = {"title": "title", "agenda": "agenda", "start": "start_at", "end": "end_at", "rrule": "rrule",
                 "chair_unit_id": "chair_unit_id", "pin_hash": "pin_hash", "status": "status"}
         sets, params = ["sequence = sequence + 1", "updated_at = ?"], [utc_text(now_utc())]
@@ -118,6 +120,17 @@ class MeetingsRepo:
             await db.execute(f"UPDATE meetings SET {', '.join(sets)} WHERE id = ?", (*params, meeting_id))
             if sites is not None:
                 await self._write_sites(db, meeting_id, sites)
+            if exceptions:
+                rows = await (await db.execute(
+                    "SELECT * FROM meeting_exceptions WHERE meeting_id = ?", (meeting_id,))).fetchall()
+                await db.execute("DELETE FROM meeting_exceptions WHERE meeting_id = ?", (meeting_id,))
+                for r in rows:
+                    new = exceptions.get(parse_utc(r["original_start"]), parse_utc(r["original_start"]))
+                    if new is not None:
+                        await db.execute(
+                            "INSERT OR REPLACE INTO meeting_exceptions(meeting_id, original_start, cancelled,"
+                            " start_at, end_at) VALUES (?,?,?,?,?)",
+                            (meeting_id, utc_text(new), r["cancelled"], r["start_at"], r["end_at"]))
 
     async def set_exception(self, meeting_id: str, original: dt.datetime, *, cancelled: bool,
                             start: dt.datetime | None = None, end: dt.datetime | None = None) -> None:
