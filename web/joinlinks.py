@@ -1,8 +1,9 @@
 """Join links: issuing tokens, and resolving them into a JoinGrant (web/joins.py contract).
 
-``StoreJoinResolver.resolve(token, pin=, now=)`` checks, in order: signature and expiry
-(invalid, expired), the link in the store (revoked: revoked or re-issued since), the meeting
-(cancelled), its occurrences' windows [start - join_early_minutes, end + join_grace_minutes]
+``StoreJoinResolver.resolve(token, pin=, now=)`` checks, in order: the signature (invalid),
+the link in the store (revoked: revoked or re-issued since), expiry (expired: the token's
+expiry and the meeting's current last end + grace both passed; a postponed meeting keeps the
+links already sent out working), the meeting (cancelled), its occurrences' windows [start - join_early_minutes, end + join_grace_minutes]
 (not_open_yet with ``opens_at`` of the next one; ended), then the PIN (pin_required, pin_wrong).
 It is called by the join page and by the signalling endpoint on join and on reconnect.
 """
@@ -57,7 +58,7 @@ class StoreJoinResolver:
 
         now = now or now_utc()
         try:
-            claims = tokens.verify(self.secret, token, now.timestamp())
+            claims = tokens.verify_signature(self.secret, token)
         except tokens.TokenError as e:
             raise refused(e.reason) from None
         link = await self.store.meetings.link(claims.link_id)
@@ -67,6 +68,11 @@ class StoreJoinResolver:
         meeting = await self.store.meetings.get(link.meeting_id)
         if meeting is None:
             raise refused("revoked")
+        # The expiry in a token is the series' end (+ grace) when the link was shown.  A link
+        # already sent out must survive the meeting being postponed, so the meeting's current
+        # end is what counts; a token is expired only when both have passed.
+        if now.timestamp() > claims.expires and now > last_end(meeting) + self.grace:
+            raise refused("expired")
         if meeting.status == "cancelled":
             raise refused("cancelled")
         current = None

@@ -60,6 +60,15 @@ def sign(secret: bytes, claims: JoinClaims) -> str:
 
 
 def verify(secret: bytes, token: str, now: float) -> JoinClaims:
+    """The claims of a genuine, unexpired token; TokenError otherwise."""
+    claims = verify_signature(secret, token)
+    if now > claims.expires:
+        raise TokenError("expired")
+    return claims
+
+
+def verify_signature(secret: bytes, token: str) -> JoinClaims:
+    """The claims of a genuine token, expired or not (constant-time MAC check)."""
     if not isinstance(token, str) or not _SHAPE.fullmatch(token):
         raise TokenError("invalid")
     body, _, mac = token.partition(".")
@@ -77,8 +86,6 @@ def verify(secret: bytes, token: str, now: float) -> JoinClaims:
         raise TokenError("invalid") from None
     if claims.role not in ROLES:
         raise TokenError("invalid")
-    if now > claims.expires:
-        raise TokenError("expired")
     return claims
 
 

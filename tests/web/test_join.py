@@ -8,7 +8,7 @@ import pytest
 
 from lienthong.store.web import now_utc
 from tests.web.conftest import Running, api
-from tests.web.meeting_helpers import HCM, admin_session, create_meeting, link_of, meeting_body
+from tests.web.meeting_helpers import HCM, admin_session, create_meeting, link_of, local, meeting_body
 from web import keys
 from web.joins import JoinRefused
 
@@ -115,3 +115,25 @@ async def test_join_page_states(running: Running) -> None:
         async with s.get("/j/not-a-token?lang=en") as r:
             html = await r.text()
             assert r.status == 404 and "This join link is not valid." in html and "Traceback" not in html
+
+
+async def test_links_already_sent_survive_a_postponed_meeting(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start, minutes=60))
+    token = token_of(link_of(created, "so-dttg-son-la"))  # as mailed out before the change
+    later = start + dt.timedelta(days=2)
+    s = await admin_session(running)
+    async with s:
+        status, _ = await api(s, "PATCH", f"/api/meetings/{created['id']}",
+                              json={"start": local(later), "end": local(later + dt.timedelta(hours=1))})
+        assert status == 200
+    r = resolver(running)
+    # Past the token's own expiry, but the meeting now lies ahead: not open yet, not expired.
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token, now=start + dt.timedelta(hours=3))
+    assert info.value.code == "not_open_yet" and info.value.opens_at == later - dt.timedelta(minutes=15)
+    grant = await r.resolve(token, now=later)
+    assert grant.site_id == "so-dttg-son-la"
+    with pytest.raises(JoinRefused) as info:
+        await r.resolve(token, now=later + dt.timedelta(minutes=91))
+    assert info.value.code == "expired"
