@@ -30,8 +30,8 @@ class IcsMeeting:
     overrides: list[tuple[dt.datetime, dt.datetime, dt.datetime]] = field(default_factory=list)  # (original, start, end)
     location: str = ""
     url: str = ""
-    organizer: str = ""
-    attendees: list[str] = field(default_factory=list)
+    organizer: tuple[str, str] | None = None  # (name, e-mail): the chair site
+    attendees: list[tuple[str, str]] = field(default_factory=list)  # (name, e-mail) of invited sites
     updated: dt.datetime | None = None
 
 
@@ -48,9 +48,11 @@ def _event(m: IcsMeeting, start: dt.datetime, end: dt.datetime) -> icalendar.Eve
     if m.url:
         ev.add("url", m.url)
     if m.organizer:
-        ev.add("organizer", f"mailto:{m.organizer}")
-    for a in m.attendees:
-        ev.add("attendee", f"mailto:{a}")
+        ev.add("organizer", icalendar.vCalAddress(f"mailto:{m.organizer[1]}"), parameters={"CN": m.organizer[0]})
+    # RFC 5546: a PUBLISH carries no ATTENDEE; a CANCEL names whom it cancels for.
+    if m.cancelled:
+        for name, email in m.attendees:
+            ev.add("attendee", icalendar.vCalAddress(f"mailto:{email}"), parameters={"CN": name, "ROLE": "REQ-PARTICIPANT"})
     ev.add("dtstart", start.astimezone(m.tz))
     ev.add("dtend", end.astimezone(m.tz))
     ev.add("status", "CANCELLED" if m.cancelled else "CONFIRMED")

@@ -452,14 +452,18 @@ async def api_calendar(request: web.Request) -> web.Response:
 async def ics(request: web.Request) -> web.Response:
     m = await _meeting_or_404(request)
     store = request.app[keys.STORE]
-    chair = await store.web.unit(m.chair_unit_id)
+    units = {u.id: u for u in await store.web.units()}
+    chair = units.get(m.chair_unit_id)
     occ = occurrences(m)
     body = meeting_ics(IcsMeeting(
         uid=f"{m.id}@lienthong", title=m.title, agenda=m.agenda, start=m.start, end=m.end,
         tz=zoneinfo.ZoneInfo(m.timezone), sequence=m.sequence, cancelled=m.status == "cancelled", rrule=m.rrule,
         exdates=sorted(m.cancelled_occurrences),
         overrides=[(o.original_start, o.start, o.end) for o in occ if o.overridden],
-        location=chair.name if chair else "", url=f"{_base_url(request)}/meetings/{m.id}", updated=m.updated_at))
+        location=chair.name if chair else "", url=f"{_base_url(request)}/meetings/{m.id}", updated=m.updated_at,
+        organizer=(chair.name, chair.emails[0]) if chair and chair.emails else None,
+        attendees=[(units[u].name, e) for u in sorted(m.sites) if u != m.chair_unit_id and u in units
+                   for e in units[u].emails[:1]]))
     return web.Response(body=body, content_type="text/calendar", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="meeting-{m.id}.ics"'})
 

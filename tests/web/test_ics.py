@@ -52,3 +52,38 @@ def test_cancelled_meeting_uses_method_cancel() -> None:
     assert cal["METHOD"] == "CANCEL"
     (ev,) = cal.walk("VEVENT")
     assert str(ev["STATUS"]) == "CANCELLED" and int(ev["SEQUENCE"]) == 5
+
+
+def test_organizer_always_attendees_only_when_cancelling() -> None:
+    kw = dict(organizer=("Bộ Dân tộc và Tôn giáo", "vanphong@bdttg.gov.vn"),
+              attendees=[("Sở Dân tộc và Tôn giáo tỉnh Lào Cai", "sdttg@laocai.gov.vn")])
+    published = parse(meeting_ics(IcsMeeting("m1@lienthong", "X", "", START, START + dt.timedelta(hours=1), HCM, 1,
+                                             False, **kw)))  # type: ignore[arg-type]
+    (ev,) = published.walk("VEVENT")
+    assert str(ev["ORGANIZER"]) == "mailto:vanphong@bdttg.gov.vn"
+    assert ev["ORGANIZER"].params["CN"] == "Bộ Dân tộc và Tôn giáo"
+    assert "ATTENDEE" not in ev  # RFC 5546 PUBLISH
+    cancelled = parse(meeting_ics(IcsMeeting("m1@lienthong", "X", "", START, START + dt.timedelta(hours=1), HCM, 2,
+                                             True, **kw)))  # type: ignore[arg-type]
+    (ev,) = cancelled.walk("VEVENT")
+    assert str(ev["ATTENDEE"]) == "mailto:sdttg@laocai.gov.vn"
+    assert ev["ATTENDEE"].params["CN"] == "Sở Dân tộc và Tôn giáo tỉnh Lào Cai"
+
+
+def test_times_in_a_dst_zone_keep_their_tzid_and_wall_clock() -> None:
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    start = dt.datetime(2026, 3, 27, 14, 0, tzinfo=berlin)
+    cal = parse(meeting_ics(IcsMeeting("b@lienthong", "X", "", start, start + dt.timedelta(hours=1), berlin, 0,
+                                       False, rrule="FREQ=DAILY;COUNT=4")))
+    (ev,) = cal.walk("VEVENT")
+    assert ev["DTSTART"].params["TZID"] == "Europe/Berlin" and ev.decoded("DTSTART").hour == 14
+    tz = cal.walk("VTIMEZONE")[0]
+    assert str(tz["TZID"]) == "Europe/Berlin" and tz.walk("DAYLIGHT"), "the DST rules are described"
+
+
+def test_uid_is_stable_and_output_is_deterministic() -> None:
+    m = IcsMeeting("m1@lienthong", "Giao ban", "", START, START + dt.timedelta(hours=1), HCM, 4, False,
+                   updated=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc))
+    assert meeting_ics(m) == meeting_ics(m)
+    (ev,) = parse(meeting_ics(m)).walk("VEVENT")
+    assert ev.decoded("DTSTAMP") == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
