@@ -38,7 +38,7 @@ class JoinGrant:
 
 class JoinRefused(Exception):
     """Why a token does not let a site in.  ``code`` is stable, for clients and tests:
-    invalid, expired, revoked, cancelled, not_open_yet, ended, pin_required, pin_wrong, locked."""
+    invalid, expired, revoked, cancelled, not_open_yet, ended, pin_required, pin_wrong, pin_throttled, locked."""
 
     def __init__(self, code: str, message_vi: str, message_en: str, opens_at: dt.datetime | None = None):
         super().__init__(message_en)

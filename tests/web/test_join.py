@@ -137,3 +137,36 @@ async def test_links_already_sent_survive_a_postponed_meeting(running: Running) 
     with pytest.raises(JoinRefused) as info:
         await r.resolve(token, now=later + dt.timedelta(minutes=91))
     assert info.value.code == "expired"
+
+
+async def test_wrong_pins_are_throttled_per_link(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start, pin="975310"))
+    r = resolver(running)
+    lao_cai, ha_noi = token_of(link_of(created, "so-dttg-lao-cai")), token_of(link_of(created, "so-dttg-ha-noi"))
+    for i in range(5):
+        with pytest.raises(JoinRefused) as info:
+            await r.resolve(lao_cai, pin=f"{i:04d}", now=start)
+        assert info.value.code == "pin_wrong"
+    with pytest.raises(JoinRefused) as info:  # even the right PIN, for a while
+        await r.resolve(lao_cai, pin="975310", now=start + dt.timedelta(minutes=1))
+    assert info.value.code == "pin_throttled" and "PIN" in info.value.message("vi")
+    assert (await r.resolve(ha_noi, pin="975310", now=start)).site_id == "so-dttg-ha-noi"  # other links unaffected
+    assert (await r.resolve(lao_cai, pin="975310", now=start + dt.timedelta(minutes=10))).site_id == "so-dttg-lao-cai"
+
+
+def test_pin_throttle_window_slides() -> None:
+    from web.joinlinks import PinThrottle
+
+    t0 = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
+    p = PinThrottle(limit=3, window=dt.timedelta(minutes=10))
+    for m in (0, 4, 8):
+        assert not p.blocked("a", t0 + dt.timedelta(minutes=m))
+        p.failed("a", t0 + dt.timedelta(minutes=m))
+    assert p.blocked("a", t0 + dt.timedelta(minutes=9))
+    assert not p.blocked("a", t0 + dt.timedelta(minutes=10))  # the first failure has left the window
+    assert not p.blocked("b", t0 + dt.timedelta(minutes=9))
+    p.failed("a", t0 + dt.timedelta(minutes=11))
+    assert p.blocked("a", t0 + dt.timedelta(minutes=12))
+    p.succeeded("a")
+    assert not p.blocked("a", t0 + dt.timedelta(minutes=12))
