@@ -21,6 +21,10 @@ async def test_admin_schedules_meeting_and_site_previews_camera(running: Running
 
     await running.add_account("quantri", "system_admin")
     start = (now_utc() + dt.timedelta(minutes=10)).astimezone(HCM)
+    if start.strftime("%H:%M") == "23:59":
+        start += dt.timedelta(minutes=2)
+    # The form takes one date: end the same day (at 23:59 at the latest), so the test runs at any hour.
+    end = min(start + dt.timedelta(hours=1), start.replace(hour=23, minute=59))
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -39,7 +43,7 @@ async def test_admin_schedules_meeting_and_site_previews_camera(running: Running
             await page.fill("textarea[name=agenda]", "Tổng kết, phương hướng năm 2027")
             await page.fill("input[name=date]", start.strftime("%Y-%m-%d"))
             await page.fill("input[name=start_time]", start.strftime("%H:%M"))
-            await page.fill("input[name=end_time]", (start + dt.timedelta(hours=1)).strftime("%H:%M"))
+            await page.fill("input[name=end_time]", end.strftime("%H:%M"))
             await page.select_option("select[name=chair]", "bo-dttg")
             for site in ("so-dttg-ha-noi", "so-dttg-lao-cai", "so-dttg-can-tho"):
                 await page.check(f"input[name=sites][value={site}]")
