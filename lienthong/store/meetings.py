@@ -91,6 +91,8 @@ class MeetingsRepo:
         return meeting_id
 
     async def _write_sites(self, db: Any, meeting_id: str, sites: dict[str, str]) -> None:
+        before = {r["unit_id"] for r in await (await db.execute(
+            "SELECT unit_id FROM meeting_sites WHERE meeting_id = ?", (meeting_id,))).fetchall()}
         await db.execute("DELETE FROM meeting_sites WHERE meeting_id = ?", (meeting_id,))
         await db.executemany("INSERT INTO meeting_sites(meeting_id, unit_id, role) VALUES (?,?,?)",
                              [(meeting_id, u, r) for u, r in sites.items()])
@@ -101,6 +103,11 @@ class MeetingsRepo:
                 "INSERT INTO join_links(id, meeting_id, unit_id, role, updated_at) VALUES (?,?,?,?,?)"
                 " ON CONFLICT(meeting_id, unit_id) DO UPDATE SET role = excluded.role",
                 (secrets.token_hex(8), meeting_id, unit_id, role, now))
+        # A site invited again gets a fresh link (the one it lost when dropped stays dead); the
+        # links of sites that stayed keep their state, so an edit never undoes a revocation.
+        for unit_id in set(sites) - before:
+            await db.execute("UPDATE join_links SET generation = generation + 1, revoked = 0, updated_at = ?"
+                             " WHERE meeting_id = ? AND unit_id = ? AND revoked = 1", (now, meeting_id, unit_id))
         marks = ",".join("?" * len(sites))
         await db.execute(f"UPDATE join_links SET revoked = 1 WHERE meeting_id = ? AND unit_id NOT IN ({marks})",
                          (meeting_id, *sites))

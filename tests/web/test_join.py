@@ -170,3 +170,32 @@ def test_pin_throttle_window_slides() -> None:
     assert p.blocked("a", t0 + dt.timedelta(minutes=12))
     p.succeeded("a")
     assert not p.blocked("a", t0 + dt.timedelta(minutes=12))
+
+
+async def test_site_invited_again_gets_a_fresh_link_and_edits_keep_revocations(running: Running) -> None:
+    start = (now_utc() + dt.timedelta(days=1)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start))
+    mid, r = created["id"], resolver(running)
+    son_la = token_of(link_of(created, "so-dttg-son-la"))
+    s = await admin_session(running)
+    async with s:
+        # Ha Noi's link is revoked by hand; an edit of the site list must not bring it back.
+        status, _ = await api(s, "POST", f"/api/meetings/{mid}/links/so-dttg-ha-noi/revoke")
+        assert status == 200
+        status, _ = await api(s, "PATCH", f"/api/meetings/{mid}", json={"sites": ["so-dttg-ha-noi", "so-dttg-lao-cai"]})
+        assert status == 200
+        status, got = await api(s, "GET", f"/api/meetings/{mid}")
+        links = {l["site"]: l for l in got["links"]}
+        assert links["so-dttg-ha-noi"]["revoked"] is True and "so-dttg-son-la" not in links
+        with pytest.raises(JoinRefused) as info:
+            await r.resolve(son_la, now=start)
+        assert info.value.code == "revoked"
+        # Son La invited again: a new, working link; the one sent before stays dead.
+        status, _ = await api(s, "PATCH", f"/api/meetings/{mid}",
+                              json={"sites": ["so-dttg-ha-noi", "so-dttg-lao-cai", "so-dttg-son-la"]})
+        status, got = await api(s, "GET", f"/api/meetings/{mid}")
+        fresh = token_of(next(l["url"] for l in got["links"] if l["site"] == "so-dttg-son-la"))
+        assert fresh != son_la and (await r.resolve(fresh, now=start)).site_id == "so-dttg-son-la"
+        with pytest.raises(JoinRefused):
+            await r.resolve(son_la, now=start)
+        assert next(l for l in got["links"] if l["site"] == "so-dttg-ha-noi")["revoked"] is True
