@@ -94,10 +94,12 @@ def load_or_create_secret(path: Path) -> bytes:
     try:
         data = path.read_bytes()
         if len(data) >= 32:
+            if path.stat().st_mode & 0o077:  # copied in with a loose mode: only we may read it
+                path.chmod(0o600)
             return data
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:

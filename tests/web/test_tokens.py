@@ -81,3 +81,26 @@ def test_signature_over_the_exact_claims_text() -> None:
     body = base64.urlsafe_b64encode(json.dumps(raw).encode()).rstrip(b"=").decode()
     with pytest.raises(TokenError):
         tokens.verify(SECRET, f"{body}.{mac}", now=0)
+
+
+def test_secret_with_a_loose_mode_is_tightened_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "join-token.key"
+    path.write_bytes(b"s" * 32)
+    path.chmod(0o644)
+    assert tokens.load_or_create_secret(path) == b"s" * 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_secret_directory_is_private(tmp_path: Path) -> None:
+    tokens.load_or_create_secret(tmp_path / "secrets" / "join-token.key")
+    assert stat.S_IMODE(os.stat(tmp_path / "secrets").st_mode) & 0o077 == 0
+
+
+def test_expired_token_still_has_a_verifiable_signature() -> None:
+    token = tokens.sign(SECRET, CLAIMS)
+    with pytest.raises(TokenError) as info:
+        tokens.verify(SECRET, token, now=CLAIMS.expires + 1)
+    assert info.value.reason == "expired"
+    assert tokens.verify_signature(SECRET, token) == CLAIMS
+    with pytest.raises(TokenError):
+        tokens.verify_signature(b"x" * 32, token)
