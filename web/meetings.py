@@ -16,6 +16,10 @@ JSON API (all under the panel's auth, CSRF and error conventions):
   GET    /meetings/{id}.ics
 Times in bodies are local wall-clock times in ``general.timezone`` ("2026-11-24T14:00");
 occurrence ids ``T`` are the original start in UTC ("2026-11-24T07:00:00Z").
+
+Editing the series' start keeps each cancelled/moved occurrence on the same (n-th) occurrence;
+changing its rule drops them (``rekeyed_exceptions``).  Dropping a site revokes its link;
+inviting it again issues a fresh one.  Every change bumps the iCalendar SEQUENCE.
 """
 
 from __future__ import annotations
