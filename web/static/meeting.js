@@ -641,5 +641,13 @@
   state.dropConnection = () => { if (ws) ws.close(4000, "test drop"); };
 
   wire();
-  connect();
+  if (config.refused) {
+    // The server already said why this link does not let the site in (the notice shows it).
+    state.refused = config.refused;
+    state.phase = "closed";
+    state.closedReason = "refused";
+    setStatus(config.refused.message);
+  } else {
+    connect();
+  }
 })();
