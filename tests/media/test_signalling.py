@@ -100,3 +100,39 @@ async def test_chair_commands_before_join_are_refused(running: Running) -> None:
             await ws.send_str(json.dumps({"v": 1, "id": 1, **msg}))
             reply = await receive(ws)
             assert reply["code"] == "not_joined" and reply["ref"] == msg["type"]
+
+
+async def test_granted_join_without_media_service_allocates_nothing(running: Running) -> None:
+    # media/ has not published join/offer/answer yet: the server says so instead of crashing.
+    created = await meeting_now(running)
+    token = token_of(link_of(created, "so-dttg-son-la"))
+    async with running.client() as c, c.ws_connect("/ws/meeting") as ws:
+        await ws.send_str(json.dumps({"v": 1, "type": "join", "token": token, "id": 1}))
+        reply = await receive(ws)
+        assert reply["type"] == "error" and reply["code"] == "media_unavailable" and reply["message_vi"]
+        assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+    app = running.server.web.runner.app  # type: ignore[union-attr]
+    from web.signalling import SESSIONS
+    assert len(app[SESSIONS]) == 0
+
+
+async def test_server_shutdown_closes_sockets_with_a_reason(tmp_path: Any) -> None:
+    from lienthong.app import Server
+    from tests.web.conftest import make_config
+
+    server = Server(make_config(tmp_path))
+    await server.start()
+    assert server.web is not None
+    try:
+        async with aiohttp.ClientSession(server.web.url, connector=aiohttp.TCPConnector(ssl=False)) as c:
+            async with c.ws_connect("/ws/meeting") as ws:
+                await ws.send_str(json.dumps({"v": 1, "type": "ping"}))
+                assert (await receive(ws))["type"] == "pong"
+                await server.web.stop(5)
+                closed = await receive(ws)
+                assert closed["type"] == "closed" and closed["reason"] == "server_closing"
+                assert "khởi động lại" in closed["message"]
+                final = await ws.receive(timeout=10)
+                assert final.type == aiohttp.WSMsgType.CLOSE and final.data == 1001
+    finally:
+        await server.stop()
