@@ -1,0 +1,61 @@
+"""The meeting room page in Debian's Chromium, against the real server on 127.0.0.1.
+
+The three-site call of issue 3 (video decoded on every page, floor switching the main view, a site
+leaving) needs media's public face (join, offer/answer, ICE, chair controls), which has not
+landed yet; until it does, this file checks what the page does without it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from lienthong.store.web import now_utc
+from tests.browser import launch_chromium, require_chromium
+from tests.web.conftest import Running, api, config, running  # noqa: F401  (fixtures)
+from tests.web.meeting_helpers import admin_session, create_meeting, link_of, meeting_body
+
+pytestmark = pytest.mark.browser
+
+
+def room_url(running: Running, join_url: str) -> str:
+    return running.url + "/m/" + join_url.rsplit("/j/", 1)[1]
+
+
+async def test_room_page_runs_in_chromium_and_shows_refusals(running: Running, tmp_path: Path) -> None:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start))
+    s = await admin_session(running)
+    async with s:
+        status, _ = await api(s, "POST", f"/api/meetings/{created['id']}/links/so-dttg-lao-cai/revoke")
+        assert status == 200
+    async with async_playwright() as pw:
+        browser = await launch_chromium(pw)
+        try:
+            # A chair on a desktop screen: the page loads, connects and reports the server's answer.
+            chair = await browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+            page = await chair.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(room_url(running, link_of(created, "bo-dttg")))
+            await page.wait_for_function(
+                "window.lienthong && window.lienthong.errors.some(e => e.code === 'media_unavailable')",
+                timeout=15_000)
+            assert await page.evaluate("window.lienthong.version") == 1
+            assert await page.inner_text("#btn-leave") == "Rời cuộc họp"
+            await page.screenshot(path=str(tmp_path / "chair.png"), full_page=True)
+            assert errors == []
+            # A revoked link on a phone-sized screen: a clear message, no room, no WebSocket.
+            phone = await browser.new_context(ignore_https_errors=True, viewport={"width": 375, "height": 740})
+            page = await phone.new_page()
+            await page.goto(room_url(running, link_of(created, "so-dttg-lao-cai")) + "?lang=en")
+            assert await page.is_visible("#notice") and not await page.is_visible("#room")
+            assert await page.evaluate("window.lienthong.refused.code") == "revoked"
+            assert await page.evaluate("window.lienthong.connects") == 0
+            await page.screenshot(path=str(tmp_path / "refused-phone.png"))
+        finally:
+            await browser.close()
