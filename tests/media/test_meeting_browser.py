@@ -46,6 +46,9 @@ async def test_room_page_runs_in_chromium_and_shows_refusals(running: Running, t
                 "window.lienthong && window.lienthong.errors.some(e => e.code === 'media_unavailable')",
                 timeout=15_000)
             assert await page.evaluate("window.lienthong.version") == 1
+            # Said once, clearly, on the page; no reconnect loop.
+            await page.wait_for_function("window.lienthong.phase === 'closed'", timeout=15_000)
+            assert "chưa sẵn sàng" in await page.inner_text("#notice-text")
             assert await page.inner_text("#btn-leave") == "Rời cuộc họp"
             await page.screenshot(path=str(tmp_path / "chair.png"), full_page=True)
             assert errors == []

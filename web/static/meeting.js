@@ -103,8 +103,12 @@
       if (socket !== ws) return;
       clearInterval(pingTimer);
       if (state.phase === "closed") return;
-      if (ev.code === 4001 || ev.code === 1001 && ev.reason === "server_closing") {
-        return closeRoom("server_closing");
+      if (ev.code === 1001 && ev.reason === "server_closing") return closeRoom("server_closing");
+      if (ev.code === 1011 || ev.code === 4003 || ev.code === 4004 || ev.code === 4005 || ev.code === 4007) {
+        // Final: the server said why (refused, media unavailable, ended, removed, replaced).
+        const last = state.errors[state.errors.length - 1];
+        const text = last && ((config.lang === "vi" && last.message_vi) || last.message);
+        return closeRoom(state.closedReason || ev.reason || "connection_lost", state.refused ? state.refused.message : text);
       }
       // A network drop: keep media running, reconnect within the grace period and resume.
       state.phase = "reconnecting";
@@ -135,7 +139,7 @@
       case "closed": return closeRoom(msg.reason, msg.message);
       case "pong": case "ack": return;
       case "error":
-        state.errors.push({ code: msg.code, message: msg.message, ref: msg.ref || null });
+        state.errors.push({ code: msg.code, message: msg.message, message_vi: msg.message_vi || null, ref: msg.ref || null });
         if (state.errors.length > 50) state.errors.shift();
         setStatus(t("meeting.error", { message: (config.lang === "vi" && msg.message_vi) || msg.message }));
         return;
