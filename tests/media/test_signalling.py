@@ -136,3 +136,15 @@ async def test_server_shutdown_closes_sockets_with_a_reason(tmp_path: Any) -> No
                 assert final.type == aiohttp.WSMsgType.CLOSE and final.data == 1001
     finally:
         await server.stop()
+
+
+async def test_a_socket_that_never_joins_is_closed(running: Running) -> None:
+    from web.signalling import TIMERS
+
+    app = running.server.web.runner.app  # type: ignore[union-attr]
+    app[TIMERS]["join_timeout_seconds"] = 0.2  # shortened protocol timer, not a sleep
+    async with running.client() as c, c.ws_connect("/ws/meeting") as ws:
+        reply = await receive(ws)
+        assert reply["type"] == "error" and reply["code"] == "join_timeout"
+        closing = await ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4008
