@@ -1,0 +1,114 @@
+"""The spool on a real temp folder: durability layout, atomicity, crash leftovers, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from mail.spool import Envelope, Recipient, Spool, SpoolError, envelope_stub, new_id
+
+
+def _envelope(n: int = 1) -> Envelope:
+    return envelope_stub(mail_from="a@bo.gov.vn",
+                         recipients=[Recipient(f"r{i}@example.org", notify=["FAILURE", "DELAY"],
+                                               orcpt="rfc822;r@example.org") for i in range(n)],
+                         ret="HDRS", envid="ENV1", smtputf8=True, agency="bo", account="u1", client="127.0.0.1")
+
+
+def _spool(tmp_path: Path) -> Spool:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    return spool
+
+
+async def test_commit_then_load_round_trip(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    env = _envelope(2)
+    qid = await spool.commit(env, b"Subject: x\r\n\r\nhello\r\n")
+    assert spool.ids() == [qid]
+    assert spool.content(qid) == b"Subject: x\r\n\r\nhello\r\n"
+    again = Spool(tmp_path / "spool").load(qid)
+    assert again == env
+    assert again.recipients[0].notify == ["FAILURE", "DELAY"]
+    assert again.ret == "HDRS" and again.envid == "ENV1" and again.smtputf8
+    assert list(spool.tmp.iterdir()) == []
+
+
+async def test_save_updates_delivery_state_durably(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    env = _envelope(2)
+    qid = await spool.commit(env, b"x\r\n")
+    env.recipients[0].status = "delivered"
+    env.recipients[1].last_error = "451 4.4.1 try later"
+    env.attempts, env.next_try, env.hold = 1, 12345.0, True
+    await spool.save(env)
+    loaded = Spool(tmp_path / "spool").load(qid)
+    assert [r.status for r in loaded.recipients] == ["delivered", "pending"]
+    assert loaded.recipients[1].last_error == "451 4.4.1 try later"
+    assert (loaded.attempts, loaded.next_try, loaded.hold) == (1, 12345.0, True)
+    assert [r.address for r in loaded.pending] == ["r1@example.org"]
+    assert list(spool.tmp.iterdir()) == []
+
+
+async def test_remove_forgets_both_files(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    qid = await spool.commit(_envelope(), b"x\r\n")
+    await spool.remove(qid)
+    assert spool.ids() == [] and spool.count() == 0
+    assert list(spool.queue.iterdir()) == []
+
+
+async def test_concurrent_commits_all_land(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    ids = await asyncio.gather(*(spool.commit(_envelope(), f"m{i}\r\n".encode()) for i in range(50)))
+    assert sorted(ids) == spool.ids() and len(set(ids)) == 50
+    assert {spool.content(q) for q in ids} == {f"m{i}\r\n".encode() for i in range(50)}
+
+
+def test_ids_sort_by_time() -> None:
+    ids = [new_id() for _ in range(200)]
+    assert ids == sorted(ids)
+
+
+def test_open_removes_crash_leftovers(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    (spool.tmp / "abc.msg").write_bytes(b"half")
+    (spool.tmp / "abc.env").write_bytes(b"{")
+    (spool.queue / "def.msg").write_bytes(b"renamed but no envelope: never acknowledged")
+    (spool.queue / "ghi.msg").write_bytes(b"kept")
+    (spool.queue / "ghi.env").write_bytes(_envelope().to_json())
+    removed = Spool(tmp_path / "spool").open()
+    assert sorted(removed) == ["abc.env", "abc.msg", "def.msg"]
+    assert sorted(p.name for p in spool.queue.iterdir()) == ["ghi.env", "ghi.msg"]
+    assert list(spool.tmp.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+async def test_failed_commit_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    spool.tmp.chmod(0o500)  # writes fail like a full or broken disk would
+    try:
+        with pytest.raises(SpoolError):
+            await spool.commit(_envelope(), b"x\r\n")
+    finally:
+        spool.tmp.chmod(0o700)
+    assert list(spool.tmp.iterdir()) == [] and list(spool.queue.iterdir()) == []
+
+
+async def test_failed_commit_after_rename_leaves_nothing(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    spool.queue = tmp_path / "missing" / "queue"  # the rename into queue/ fails
+    with pytest.raises(SpoolError):
+        await spool.commit(_envelope(), b"x\r\n")
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_envelopes_skips_unreadable(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    (spool.queue / "zzz.env").write_bytes(b"{not json")
+    good = _envelope()
+    (spool.queue / f"{good.id}.env").write_bytes(good.to_json())
+    assert [e.id for e in spool.envelopes()] == [good.id]
