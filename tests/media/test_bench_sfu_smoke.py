@@ -56,3 +56,25 @@ def test_site_audio_levels_vary_per_site() -> None:
     levels = {fixtures.site_audio_level(site, 0) for site in range(10)}
     assert len(levels) > 5
     assert all(0 <= level <= 127 for level in levels)
+
+
+def test_replay_paces_and_keeps_sequence_continuous_across_loops(tmp_path: Path) -> None:
+    from bench._sfu_load import ReceiveStats, SiteReplay, percentile
+
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.2, width=160, height=96)  # 6 frames, 10 audio
+    replay = SiteReplay(fixture, site=3, video_ssrc=11, audio_ssrc=12)
+    first = replay.due(0.0)
+    assert {p.ssrc for p in first} == {11, 12}  # frame 0 and audio packet 0 are due at once
+    assert replay.due(0.0) == []
+    later = replay.due(1.0)  # loops the 0.2 s fixture: 30 frames, 50 audio packets in all
+    packets = first + later
+    assert [p.send_at for p in later] == sorted(p.send_at for p in later)
+    stats = ReceiveStats()
+    for p in packets:
+        stats.record(p.data, received_at=p.send_at + 0.001, sent_at=p.send_at)
+    assert stats.frames[11] == 31 and stats.packets[12] == 51
+    video_seqs = [p.seq for p in packets if p.ssrc == 11]
+    assert sorted(video_seqs) == list(range(3000, 3000 + len(video_seqs)))
+    assert percentile(stats.latencies_s, 50) is not None and abs(percentile(stats.latencies_s, 99) - 0.001) < 1e-9
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
