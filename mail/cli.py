@@ -59,6 +59,10 @@ def register(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -
         config_args(p)
         p.set_defaults(handler=queue_action, action=name)
 
+    from mail.queue_cli import register as register_delivery_commands
+
+    register_delivery_commands(msub, config_args)
+
 
 async def agency_add(args: argparse.Namespace, config: Config) -> int:
     from lienthong.store import Store

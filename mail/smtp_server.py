@@ -7,6 +7,9 @@
 - counts AUTH outcomes.
 Listeners run on the service's own event loop (``loop.create_server``), not in
 aiosmtpd's Controller thread.
+
+CHUNKING (RFC 3030 BDAT) is not advertised: aiosmtpd 1.4.6 has no BDAT command, and adding
+one would mean reimplementing its DATA state machine here; clients fall back to DATA.
 """
 
 from __future__ import annotations
