@@ -90,3 +90,23 @@ async def test_mx_never_offers_auth_and_submission_needs_it(relay: Relay) -> Non
     assert b"AUTH" not in ehlo
     assert mail_code == 530 and rcpt_code in (503, 530)
     assert relay.service.spool.count() == 0
+
+
+def submission_rcpt_without_auth(port: int, address: str) -> tuple[int, int]:
+    s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    try:
+        s.starttls(context=client_tls())
+        s.ehlo("attacker.example")
+        mail_code, _ = s.mail("vanthu@dttg.gov.vn")
+        s.send(f"RCPT TO:<{address}>\r\n".encode())
+        rcpt_code, _ = s.getreply()
+        return mail_code, rcpt_code
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("address", TRICKS + ["victim@dttg.gov.vn."])
+async def test_submission_without_auth_refuses_relay_tricks(relay: Relay, address: str) -> None:
+    mail_code, rcpt_code = await asyncio.to_thread(submission_rcpt_without_auth, relay.port("submission"), address)
+    assert mail_code == 530 and 500 <= rcpt_code < 600, (address, mail_code, rcpt_code)
+    assert relay.service.spool.count() == 0
