@@ -33,7 +33,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import VideoStreamTrack
 
 from bench import _sfu_fixtures as fixtures
-from bench import _sfu_mediarelay
+from bench import _sfu_mediarelay, _sfu_reference
+from bench._sfu_load import ReceiveStats, SiteReplay, percentile
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -147,6 +148,99 @@ def run_mediarelay(publishers: int, subs_per_pub: int, warmup: float, window: fl
             proc.join()
 
 
+class _Counter(asyncio.DatagramProtocol):
+    """A subscriber socket: reads the clear RTP header of SRTP packets, never decrypts."""
+
+    def __init__(self, sent: dict[int, list[float]], ssrc_of: Any) -> None:
+        self.stats = ReceiveStats()
+        self.sent = sent
+        self.ssrc_of = ssrc_of  # forwarded SSRC -> source SSRC
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = time.perf_counter()
+        seq = int.from_bytes(data[2:4], "big")
+        times = self.sent.get(self.ssrc_of(int.from_bytes(data[8:12], "big")))
+        self.stats.record(data, now, times[seq] if times is not None and seq < len(times) else None)
+
+
+async def _measure_reference(pid_port: Any, fixture: fixtures.MediaFixture, publishers: int, warmup: float, window: float, subs: list[_Counter], direct: _Counter) -> dict[str, Any]:
+    pid, port = pid_port
+    loop = asyncio.get_running_loop()
+    out, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    direct_tr, _ = await loop.create_datagram_endpoint(lambda: direct, local_addr=("127.0.0.1", 0))
+    direct_addr = direct_tr.get_extra_info("sockname")
+    protect = _sfu_reference.session(_sfu_reference.Policy.SSRC_ANY_OUTBOUND).protect
+    protect_direct = _sfu_reference.session(_sfu_reference.Policy.SSRC_ANY_OUTBOUND).protect
+    replays = [SiteReplay(fixture, site=n, video_ssrc=1000 + 2 * n, audio_ssrc=1001 + 2 * n) for n in range(publishers)]
+    sent = direct.sent  # shared table: source SSRC -> send time per original seq offset
+    for r in replays:
+        sent[r.video_ssrc], sent[r.audio_ssrc] = [], []
+    base_seq = {r.video_ssrc: r._video_seq for r in replays} | {r.audio_ssrc: r._audio_seq for r in replays}
+    start = time.perf_counter()
+    measure_from = start + warmup
+    cpu0 = counts0 = None
+    try:
+        while True:
+            now = time.perf_counter()
+            if cpu0 is None and now >= measure_from:
+                cpu0, counts0, t0 = process_cpu_seconds(pid), sum(sum(c.stats.packets.values()) for c in subs), now
+            if now >= measure_from + window:
+                break
+            for r in replays:
+                for p in r.due(now - start):
+                    t = time.perf_counter()
+                    sent[p.ssrc].append(t)
+                    out.sendto(protect(p.data), ("127.0.0.1", port))
+                    # The same packet straight to a socket: the no-forwarder loopback baseline.
+                    direct_tr.sendto(protect_direct(p.data[:2] + (p.seq - base_seq[p.ssrc]).to_bytes(2, "big") + p.data[4:]), direct_addr)
+            await asyncio.sleep(0.002)
+        cpu1, counts1, t1 = process_cpu_seconds(pid), sum(sum(c.stats.packets.values()) for c in subs), time.perf_counter()
+        await asyncio.sleep(0.2)  # let the last forwarded packets arrive before reading latencies
+    finally:
+        out.close()
+        direct_tr.close()
+    assert cpu0 is not None and counts0 is not None
+    forwarded = counts1 - counts0
+    latencies = [x for c in subs for x in c.stats.latencies_s]
+    return {
+        "cpu_us_per_packet": (cpu1 - cpu0) / max(1, forwarded) * 1e6,
+        "forwarded_packets_per_s": forwarded / (t1 - t0),
+        "latency_ms_p50": (percentile(latencies, 50) or 0) * 1e3,
+        "latency_ms_p99": (percentile(latencies, 99) or 0) * 1e3,
+        "direct_latency_ms_p50": (percentile(direct.stats.latencies_s, 50) or 0) * 1e3,
+        "direct_latency_ms_p99": (percentile(direct.stats.latencies_s, 99) or 0) * 1e3,
+    }
+
+
+def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: int, warmup: float, window: float) -> dict[str, Any]:
+    """Lean forwarder in its own process: each source packet to every subscriber."""
+
+    async def go() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        sent: dict[int, list[float]] = {}
+        # Forwarded seq starts at 0 per (source, subscriber): index into the source's send list.
+        subs = [_Counter(sent, lambda s, i=i: s ^ (i + 1)) for i in range(subscribers)]
+        transports = [(await loop.create_datagram_endpoint(lambda c=c: c, local_addr=("127.0.0.1", 0)))[0] for c in subs]
+        direct = _Counter(sent, lambda s: s)
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_sfu_reference.run, args=(child, [t.get_extra_info("sockname") for t in transports], 0), daemon=True)
+        proc.start()
+        try:
+            port = await loop.run_in_executor(None, parent.recv)
+            return await _measure_reference((proc.pid, port), fixture, publishers, warmup, window, subs, direct)
+        finally:
+            parent.send("stop")
+            await loop.run_in_executor(None, proc.join, 10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            for t in transports:
+                t.close()
+
+    return asyncio.run(go())
+
+
 def sfu_available() -> str | None:
     """None when media/ offers what the benchmark needs, else why not."""
     if importlib.util.find_spec("media.rtc_adapter") is None:
@@ -178,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     params: dict[str, Any] = {"quick": args.quick, "sites": args.sites, "cpu_count": os.cpu_count()}
     warmup, window = (3.0, 5.0) if args.quick else (5.0, 15.0)
     relay_pubs, relay_subs = (1, 3) if args.quick else (2, 4)
+    ref_pubs, ref_subs = (3, 10) if args.quick else (8, 20)
     params.update(window_s=window, warmup_s=warmup, mediarelay_publishers=relay_pubs, mediarelay_subscribers_per_publisher=relay_subs)
 
     with tempfile.TemporaryDirectory(prefix="bench-sfu-") as tmp:
@@ -188,11 +283,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{fixture.video_bitrate_bps / 1000:.0f} kbps), {len(fixture.audio_payloads)} Opus packets, "
             f"{time.monotonic() - t:.1f}s"
         )
+        params.update(reference_publishers=ref_pubs, reference_subscribers=ref_subs)
         params.update(video_packets_per_s=round(fixture.video_packets_per_s, 1), video_kbps=round(fixture.video_bitrate_bps / 1000))
 
         progress(f"MediaRelay: {relay_pubs} publisher(s) x {relay_subs} subscriber(s), 640x360@30")
         relay = run_mediarelay(relay_pubs, relay_subs, warmup, window)
         progress(f"MediaRelay: {relay}")
+
+        progress(f"reference lean forwarder: {ref_pubs} publisher(s) x {ref_subs} subscriber(s)")
+        ref = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window)
+        progress(f"reference lean forwarder: {ref}")
 
     sfu_missing = sfu_available()
     progress(f"SFU: skipped: {sfu_missing}")
@@ -209,6 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         "janus_cpu_ratio": None,
         "mediarelay_cpu_cores_per_stream": round(relay["cpu_cores_per_stream"], 4),
         "mediarelay_received_fps_per_stream": round(relay["received_fps_per_stream"], 1),
+        # Not the SFU: the lean SRTP forwarder floor (bench/_sfu_reference.py), same run.
+        "reference_forwarder_us_per_packet": round(ref["cpu_us_per_packet"], 2),
+        "reference_forwarded_packets_per_s": round(ref["forwarded_packets_per_s"]),
+        "reference_added_latency_ms_p50": round(ref["latency_ms_p50"] - ref["direct_latency_ms_p50"], 3),
+        "reference_added_latency_ms_p99": round(ref["latency_ms_p99"] - ref["direct_latency_ms_p99"], 3),
+        "reference_mediarelay_cpu_ratio": round(
+            relay["cpu_cores_per_stream"] / (ref["cpu_us_per_packet"] * 1e-6 * fixture.video_packets_per_s), 1
+        ),
         "sfu_skipped": sfu_missing,
         "janus_skipped": janus_missing,
         "params": params,
