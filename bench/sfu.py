@@ -5,9 +5,16 @@ Progress on stderr, ONE JSON line on stdout.  Peers measured in the same run: ai
 process, pinned to one core, the load generator to the other; CPU is read from
 /proc/<pid>/stat (utime + stime) over a measured window after a warm-up.
 
-State of this file: media fixtures (``bench._sfu_fixtures``) and the MediaRelay baseline work;
-the SFU measurement needs ``media``'s public join API and ``media/rtc_adapter.py`` (pre-built
-packet senders, non-decoding receivers) and reports null with the reason until they land.
+State of this file: media fixtures (``bench._sfu_fixtures``), paced replay and receive stats
+(``bench._sfu_load``), the MediaRelay baseline and a reference lean SRTP forwarder
+(``bench._sfu_reference``: the per-packet floor, not the SFU) work.  The SFU measurement needs,
+from ``media``: a way to start the SFU in a child process with ICE candidates on a chosen
+address, to join a participant (room, site, role) and exchange SDP without the web layer, and
+from ``media/rtc_adapter.py`` a sender that sends pre-built RTP packets and a receiver that
+does not decode (so the load generator stays cheap), plus the forwarded-to-source mapping (or
+slot events) so latency can be looked up by source SSRC + seq.  Until then the SFU fields are
+null and ``sfu_skipped`` says why.  Janus: detected only (``janus_skipped``); the netns +
+VideoRoom driver is not written yet.
 """
 
 from __future__ import annotations
