@@ -1,8 +1,8 @@
 """Discarding SMTP sink in its own process: the stand-in remote MX for bench.mail.
 
-Run as ``python -m bench._mail_sink EXPECTED``: prints ``READY PORT`` once listening on
-127.0.0.1 (port 0), then ``DONE FIRST LAST COUNT`` (wall-clock times of the first and last
-accepted message) once EXPECTED messages have arrived, and keeps running until killed.
+Run as ``python -m bench._mail_sink``: prints ``READY PORT`` once listening on 127.0.0.1
+(port 0).  Each ``EXPECT N`` line on stdin resets the counter; ``DONE FIRST LAST COUNT``
+(wall-clock times of the first and last message) is printed once N messages have arrived.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class CountingHandler:
             self.first = now
         self.count += len(envelope.rcpt_tos) or 1
         self.last = now
-        if self.count >= self.expected:
+        if self.expected and self.count >= self.expected:
             self.done.set()
         return "250 2.0.0 discarded"
 
@@ -45,10 +45,16 @@ async def run(expected: int) -> None:
     server = await loop.create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
-    await done.wait()
-    print(f"DONE {handler.first} {handler.last} {handler.count}", flush=True)
-    await asyncio.Event().wait()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        handler.expected, handler.count = int(line.split()[1]), 0
+        done.clear()
+        print("ARMED", flush=True)
+        await done.wait()
+        print(f"DONE {handler.first} {handler.last} {handler.count}", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1])))
+    asyncio.run(run(0))

@@ -91,14 +91,20 @@ def tree_cpu(root: int) -> float:
 # --- the sink ---------------------------------------------------------------------------
 
 class SinkProcess:
-    def __init__(self, expected: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench._mail_sink", str(expected)],
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench._mail_sink"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
         if not line or line[0] != "READY":
             raise RuntimeError("sink did not start")
         self.port = int(line[1])
+
+    def expect(self, n: int) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"EXPECT {n}\n")
+        self.proc.stdin.flush()
+        self.proc.stdout.readline()
 
     def wait_done(self, timeout: float) -> tuple[float, float, int] | None:
         import select
@@ -283,10 +289,10 @@ class RunResult:
     note: str = ""
 
 
-def one_run(server: Server, size: str, sessions: int, messages: int, timeout: float) -> RunResult:
-    sink = SinkProcess(messages)
-    try:
-        server.set_next_hop(sink.port)
+def one_run(server: Server, sink: SinkProcess, size: str, sessions: int, messages: int,
+            timeout: float) -> RunResult:
+    sink.expect(messages)
+    if True:
         rcpt_domain = server.recipient_domain() if isinstance(server, OurServer) else "remote.example"
         cpu0 = tree_cpu(server.pid)
         t0 = time.time()
@@ -307,8 +313,6 @@ def one_run(server: Server, size: str, sessions: int, messages: int, timeout: fl
         _, last, _ = done
         return RunResult(server.name, size, sessions, messages, messages / t_accept,
                          messages / (last - t0), (cpu1 - cpu0) * 1000 / messages)
-    finally:
-        sink.stop()
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -360,14 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     results: list[RunResult] = []
     notes: list[str] = []
+    sink = SinkProcess()
     try:
         try:
             servers.append(OurServer(root))
+            servers[-1].set_next_hop(sink.port)
         except Exception as exc:  # reported, not raised: the Postfix half still runs
             notes.append(f"ours: {exc}")
         if not skip_reason:
             try:
                 servers.append(PostfixServer(root))
+                servers[-1].set_next_hop(sink.port)
                 log(f"private postfix up, master pid {servers[-1].pid}, port {servers[-1].port}")
             except Exception as exc:
                 skip_reason = f"private postfix failed to start: {exc}"
@@ -377,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 for server in servers if rep % 2 == 0 else list(reversed(servers)):
                     n = messages if sessions > 1 else max(50, messages // 5)
                     try:
-                        r = one_run(server, size, sessions, n, timeout)
+                        r = one_run(server, sink, size, sessions, n, timeout)
                     except Exception as exc:
                         r = RunResult(server.name, size, sessions, n, None, None, None, f"error: {exc}")
                     results.append(r)
@@ -387,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
+        sink.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     cases_out: dict[str, Any] = {}
