@@ -148,6 +148,9 @@ class PostfixServer(Server):
         master.append(f"127.0.0.1:{self.port} inet n - y - - smtpd")
         (self.conf / "master.cf").write_text("\n".join(master) + "\n")
         self.sink_port = 0
+        (self.dir / "queue").mkdir()
+        (self.dir / "data").mkdir()
+        shutil.chown(self.dir / "data", "postfix", "postfix")
         self._write_main(0)
         subprocess.run(["postfix", "-c", str(self.conf), "check"], check=True, capture_output=True)
         subprocess.run(["postfix", "-c", str(self.conf), "start"], check=True, capture_output=True)
@@ -185,6 +188,7 @@ message_size_limit = 52428800
 alias_maps =
 alias_database =
 biff = no
+maillog_file_prefixes = {self.dir}
 """
         (self.conf / "main.cf").write_text(main)
 
