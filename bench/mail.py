@@ -133,6 +133,15 @@ class Server:
     def stop(self) -> None: ...
 
 
+def _no_chroot(line: str) -> str:
+    """A master.cf service line with chroot off (a private instance has no chroot jail)."""
+    fields = line.split()
+    if not line[:1].strip() or line.startswith("#") or len(fields) < 8:
+        return line
+    fields[4] = "n"
+    return " ".join(fields)
+
+
 class PostfixServer(Server):
     name = "postfix"
 
@@ -145,7 +154,8 @@ class PostfixServer(Server):
         # Our own smtpd on a loopback port instead of the system's port 25 line.
         master = (self.conf / "master.cf").read_text().splitlines()
         master = [line for line in master if not line.startswith("smtp      inet")]
-        master.append(f"127.0.0.1:{self.port} inet n - y - - smtpd")
+        master = [_no_chroot(line) for line in master]
+        master.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
         (self.conf / "master.cf").write_text("\n".join(master) + "\n")
         self.sink_port = 0
         (self.dir / "queue").mkdir()
@@ -365,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     timeout = 120.0 if args.quick else 600.0
     root = Path(tempfile.mkdtemp(prefix="bench-mail-"))
+    root.chmod(0o755)  # Postfix's daemons run as the postfix user
     servers: list[Server] = []
     results: list[RunResult] = []
     notes: list[str] = []
