@@ -3,12 +3,15 @@
 Status (honest): the room state and chair controls below work (``media/room.py``, tested in
 tests/media/test_room.py).  The packet-forwarding path (aiortc adapter, RTP rewriting, slots,
 RTCP) is NOT implemented yet: ``Participant.answer`` raises ``MediaError("not_implemented")``.
-The face is stable: later work extends it, never renames it.
+The face is stable: later work extends it, never renames it.  The entry point is
+``join_room`` (deliberately not ``join``): web.signalling probes ``getattr(media, "join")`` to
+decide whether media is available, and media cannot serve a page until ``answer`` works; wire
+signalling to ``join_room`` together with the forwarding path.
 
 Usage from signalling::
 
     media: MediaService = app[keys.MEDIA]
-    p = await media.join(room_id=grant.room_id, site_id=grant.site_id,
+    p = await media.join_room(room_id=grant.room_id, site_id=grant.site_id,
                          site_name=grant.site_name, role=grant.role, on_event=send_json)
     joined = {"me": p.me(), "ice_servers": media.ice_servers(), "layout": p.layout(),
               **p.snapshot()}
@@ -96,7 +99,7 @@ def build_layout(role: Role, gallery_slots: int, audio_slots: int) -> list[dict[
 
 class Participant:
     """One site's (or the chair's, or an observer's) handle in a room.  Obtained from
-    ``MediaService.join``; valid until ``leave()``, removal or the end of the meeting."""
+    ``MediaService.join_room``; valid until ``leave()``, removal or the end of the meeting."""
 
     def __init__(self, service: MediaService, room: Room, member: Member, on_event: EventSink):
         self._service = service
@@ -225,7 +228,7 @@ class Participant:
 
 class MediaService:
     """The SFU service: rooms keyed by ``JoinGrant.room_id``; participants join, negotiate and
-    leave through ``join`` and the returned ``Participant``."""
+    leave through ``join_room`` and the returned ``Participant``."""
 
     name = "media"
 
@@ -274,7 +277,7 @@ class MediaService:
         room = self._rooms.get(room_id)
         return room.to_dict() if room else None
 
-    async def join(self, *, room_id: str, site_id: str, site_name: str, role: Role,
+    async def join_room(self, *, room_id: str, site_id: str, site_name: str, role: Role,
                    on_event: EventSink) -> Participant:
         """Add a participant to a room (created on first join).  Raises ``MediaError`` with code
         ``locked`` (a non-chair joining a locked room) or ``ended``."""

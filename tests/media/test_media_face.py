@@ -41,12 +41,12 @@ async def service():
 
 async def test_layout_and_chair_controls(service: media.MediaService) -> None:
     chair_box, site_box = Inbox(), Inbox()
-    chair = await service.join(room_id="r1", site_id="hn", site_name="Hà Nội", role="chair", on_event=chair_box)
-    site = await service.join(room_id="r1", site_id="hue", site_name="Huế", role="site", on_event=site_box)
+    chair = await service.join_room(room_id="r1", site_id="hn", site_name="Hà Nội", role="chair", on_event=chair_box)
+    site = await service.join_room(room_id="r1", site_id="hue", site_name="Huế", role="site", on_event=site_box)
     layout = site.layout()
     assert [e["slot"] for e in layout[:4]] == ["audio-0", "main", "chair", "screen"]
     assert len(layout) == 4 + 6 + 2
-    assert all(e["send"] is None for e in (await service.join(
+    assert all(e["send"] is None for e in (await service.join_room(
         room_id="r1", site_id="obs", site_name="Obs", role="observer", on_event=Inbox())).layout())
     await chair.set_floor(site.id)
     await site_box.wait_for(lambda e: e == {"type": "floor", "participant": site.id})
@@ -58,7 +58,7 @@ async def test_layout_and_chair_controls(service: media.MediaService) -> None:
     await site_box.wait_for(lambda e: e["type"] == "muted" and e["muted"])
     await chair.lock(True)
     with pytest.raises(media.MediaError) as err:
-        await service.join(room_id="r1", site_id="dn", site_name="Đà Nẵng", role="site", on_event=Inbox())
+        await service.join_room(room_id="r1", site_id="dn", site_name="Đà Nẵng", role="site", on_event=Inbox())
     assert err.value.code == "locked"
     await chair.remove_site(site.id)
     assert {"type": "closed", "reason": "removed", "participant": site.id} in site_box.events
@@ -71,8 +71,8 @@ async def test_layout_and_chair_controls(service: media.MediaService) -> None:
 
 async def test_hands_and_leave(service: media.MediaService) -> None:
     chair_box = Inbox()
-    chair = await service.join(room_id="r2", site_id="hn", site_name="HN", role="chair", on_event=chair_box)
-    site = await service.join(room_id="r2", site_id="hue", site_name="Huế", role="site", on_event=Inbox())
+    chair = await service.join_room(room_id="r2", site_id="hn", site_name="HN", role="chair", on_event=chair_box)
+    site = await service.join_room(room_id="r2", site_id="hue", site_name="Huế", role="site", on_event=Inbox())
     await site.raise_hand(True)
     await chair_box.wait_for(lambda e: e == {"type": "hands", "queue": [site.id]})
     await chair.set_floor(site.id)  # answers the hand
@@ -87,7 +87,7 @@ async def test_hands_and_leave(service: media.MediaService) -> None:
 
 
 async def test_answer_not_implemented_is_reported(service: media.MediaService) -> None:
-    p = await service.join(room_id="r3", site_id="a", site_name="A", role="site", on_event=Inbox())
+    p = await service.join_room(room_id="r3", site_id="a", site_name="A", role="site", on_event=Inbox())
     with pytest.raises(media.MediaError) as err:
         await p.answer("v=0")
     assert err.value.code == "not_implemented"
