@@ -1,0 +1,656 @@
+"""Janus VideoRoom as the peer of ``bench.sfu``: the same load, Janus's CPU per forwarded packet.
+
+API for ``bench.sfu`` (also in /work/brief/s6/janus-bench-api.md): ``detect()`` says why Janus
+cannot be measured here (None when it can); ``run_janus(fixture, sites, warmup, window,
+progress)`` returns Janus's CPU per forwarded packet and the receive rates.  Standalone:
+``python -m bench._sfu_janus --sites 8`` prints one JSON line.
+
+Candidates on loopback: Janus (libnice) gathers no candidate on the loopback interface, and the
+benchmark's traffic must stay on loopback.  So one child process unshares a network namespace
+of its own, brings its ``lo`` up and adds a veth pair whose first end carries 127.0.0.1/32 and
+127.0.0.2/32: Janus sees loopback addresses on an ordinary interface and offers them; the aiortc
+peers gather 127.0.0.2 there (stock aioice skips exactly 127.0.0.1, so no private aioice hook is
+needed).  The namespace has no route out and disappears with the last process in it, so there
+is nothing to delete afterwards; Janus itself is stopped by PID and dies with the child anyway
+(PR_SET_PDEATHSIG).  Janus runs pinned to one core (taskset), from a private config directory:
+only the VideoRoom plugin and the HTTP transport, HTTP API on 127.0.0.1, no STUN, no mDNS.
+
+The load: 1 chair + S sites, each publishing one Opus track and one 640x360 30 fps VP8 track
+replayed from the pre-encoded fixture (aiortc only packetizes: no encoder runs), each
+subscribing, through one Janus multistream subscriber, to the video of ``gallery + 2`` other
+sites (main + chair + gallery) and the audio of ``audio_slots`` others.  Janus has no thumbnail
+layer, so every video subscription is the full track; CPU is compared per forwarded packet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import fractions
+import itertools
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
+VIDEOROOM_PLUGIN = "libjanus_videoroom.so"
+HTTP_TRANSPORT = "libjanus_http.so"
+# Janus's own address (a candidate it offers) and the aiortc peers' address, both on the veth.
+JANUS_ADDRESS = "127.0.0.1"
+PEER_ADDRESS = "127.0.0.2"
+VETH = ("ltjanus0", "ltjanus1")
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOM_ID = 1234
+
+Progress = Callable[[str], None]
+
+
+class JanusUnavailable(RuntimeError):
+    """Janus cannot be measured here; the message says why (for ``janus_skipped``)."""
+
+
+def janus_library_dir() -> Path | None:
+    """Where Debian's package put the plugins (multiarch directory), if anywhere."""
+    for candidate in [JANUS_LIB, *Path("/usr/lib").glob("*/janus")]:
+        if (candidate / "plugins" / VIDEOROOM_PLUGIN).exists():
+            return candidate
+    return None
+
+
+def detect() -> str | None:
+    """None when Janus can be measured here, else a one-line reason.  Starts nothing."""
+    if shutil.which("janus") is None:
+        return "janus not installed (Debian package 'janus')"
+    lib = janus_library_dir()
+    if lib is None:
+        return f"Janus VideoRoom plugin ({VIDEOROOM_PLUGIN}) not found under /usr/lib/*/janus"
+    if not (lib / "transports" / HTTP_TRANSPORT).exists():
+        return f"Janus HTTP transport ({HTTP_TRANSPORT}) not found in {lib / 'transports'}"
+    for tool in ("ip", "taskset"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' not found (needed for Janus's network namespace / core pinning)"
+    if os.geteuid() != 0:
+        return "not root: a private network namespace for Janus's loopback candidates needs CAP_SYS_ADMIN"
+    return None
+
+
+# --- pure parts: config files, subscription plan, /proc accounting ------------------------------
+
+
+def janus_config_files(config_dir: Path, http_port: int, rtp_ports: tuple[int, int], debug_level: int = 3) -> dict[str, str]:
+    """The private Janus configuration: file name -> text (libconfig "jcfg" syntax)."""
+    general = f"""general: {{
+\tconfigs_folder = "{config_dir}"
+\tplugins_folder = "{config_dir / 'plugins'}"
+\ttransports_folder = "{config_dir / 'transports'}"
+\tevents_folder = "{config_dir / 'events'}"
+\tloggers_folder = "{config_dir / 'loggers'}"
+\tdebug_level = {debug_level}
+\tsession_timeout = 60
+\tserver_name = "lienthong-bench"
+}}
+certificates: {{
+}}
+media: {{
+\trtp_port_range = "{rtp_ports[0]}-{rtp_ports[1]}"
+}}
+nat: {{
+\tnice_debug = false
+\tignore_mdns = true
+\tice_ignore_list = "{VETH[1]}"
+}}
+plugins: {{
+}}
+transports: {{
+}}
+loggers: {{
+}}
+events: {{
+\tbroadcast = false
+}}
+"""
+    http = f"""general: {{
+\tjson = "plain"
+\tbase_path = "/janus"
+\thttp = true
+\tport = {http_port}
+\tip = "{JANUS_ADDRESS}"
+\thttps = false
+}}
+admin: {{
+\tadmin_http = false
+\tadmin_https = false
+}}
+"""
+    videoroom = "general: {\n}\n"
+    return {"janus.jcfg": general, "janus.transport.http.jcfg": http, "janus.plugin.videoroom.jcfg": videoroom}
+
+
+def subscription_plan(site: int, feeds: list[int], video_feeds: int, audio_feeds: int) -> tuple[list[int], list[int]]:
+    """Which other sites' video and audio ``site`` subscribes to: the next ones round the table.
+
+    Rotating from each site's own position spreads the load evenly over publishers, as a
+    meeting's main/chair/gallery slots spread over its sites.
+    """
+    n = len(feeds)
+    others = [feeds[(site + k) % n] for k in range(1, n)]
+    return others[:video_feeds], others[:audio_feeds]
+
+
+def process_tree_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
+    """utime + stime of ``pid`` and all its descendants (every thread counts), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def vp8_frame_bitstreams(fixture: Any) -> list[bytes]:
+    """The fixture's VP8 frames as whole bitstreams (RTP payload descriptors stripped)."""
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+    frames = []
+    for frame in fixture.video_frames:
+        frames.append(b"".join(VpxPayloadDescriptor.parse(p)[1] for p in frame.payloads))
+    return frames
+
+
+# --- the namespace and the Janus process (run inside the child) --------------------------------
+
+
+def _enter_private_netns() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise JanusUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}")
+    commands = [
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1]],
+        ["ip", "addr", "add", f"{JANUS_ADDRESS}/32", "dev", VETH[0]],
+        ["ip", "addr", "add", f"{PEER_ADDRESS}/32", "dev", VETH[0]],
+        ["ip", "link", "set", VETH[0], "up"],
+        ["ip", "link", "set", VETH[1], "up"],
+    ]
+    for cmd in commands:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise JanusUnavailable(f"network namespace set-up failed: {' '.join(cmd)}: {done.stderr.strip()}")
+
+
+def _free_port(address: str, kind: int = socket.SOCK_STREAM) -> int:
+    # Inside our own namespace nothing else binds, so the port stays free until Janus takes it.
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((address, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class JanusProcess:
+    """A private Janus: own config directory, pinned to one core, stopped by PID."""
+
+    workdir: Path
+    cpu: int | None
+    http_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{JANUS_ADDRESS}:{self.http_port}/janus"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "janus.log"
+
+    def start(self) -> None:
+        lib = janus_library_dir()
+        assert lib is not None
+        for sub, name in (("plugins", VIDEOROOM_PLUGIN), ("transports", HTTP_TRANSPORT), ("events", None), ("loggers", None)):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+            if name is not None:
+                (self.workdir / sub / name).symlink_to(lib / sub / name)
+        self.http_port = _free_port(JANUS_ADDRESS)
+        rtp_low = 20000
+        for name, text in janus_config_files(self.workdir, self.http_port, (rtp_low, rtp_low + 1999)).items():
+            (self.workdir / name).write_text(text)
+        cmd = ["janus", "-C", str(self.workdir / "janus.jcfg"), "-F", str(self.workdir), "-o"]
+        if self.cpu is not None:
+            cmd = ["taskset", "-c", str(self.cpu), *cmd]  # taskset execs: the PID is Janus's
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return process_tree_cpu_seconds(self.process.pid)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)  # Janus shuts down cleanly on SIGINT
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- Janus HTTP API ------------------------------------------------------------------------------
+
+
+class JanusError(RuntimeError):
+    pass
+
+
+class JanusSession:
+    """One Janus API session over HTTP: requests, plus a long-poll task owned by this object."""
+
+    def __init__(self, http: Any, base_url: str) -> None:
+        self.http = http
+        self.base_url = base_url
+        self.session_id = 0
+        self._transactions = (f"t{n}" for n in itertools.count())
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.webrtcup: dict[int, asyncio.Event] = {}
+        self._poll: asyncio.Task[None] | None = None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(f"{self.base_url}{path}", json=body) as response:
+            reply: dict[str, Any] = await response.json(content_type=None)
+        if reply.get("janus") == "error":
+            raise JanusError(f"{body.get('janus')}: {reply['error'].get('reason')}")
+        return reply
+
+    async def create(self) -> None:
+        reply = await self._post("", {"janus": "create", "transaction": next(self._transactions)})
+        self.session_id = reply["data"]["id"]
+        self._poll = asyncio.create_task(self._long_poll())
+
+    async def attach(self, plugin: str = "janus.plugin.videoroom") -> int:
+        reply = await self._post(f"/{self.session_id}", {"janus": "attach", "plugin": plugin, "transaction": next(self._transactions)})
+        handle: int = reply["data"]["id"]
+        self.webrtcup[handle] = asyncio.Event()
+        return handle
+
+    async def message(self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None, timeout: float = 20.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Send a plugin message; return (plugin data, jsep) of the reply or of the async event."""
+        transaction = next(self._transactions)
+        request: dict[str, Any] = {"janus": "message", "transaction": transaction, "body": body}
+        if jsep is not None:
+            request["jsep"] = jsep
+        waiter = asyncio.get_running_loop().create_future()
+        self._pending[transaction] = waiter
+        try:
+            reply = await self._post(f"/{self.session_id}/{handle}", request)
+            if reply.get("janus") != "ack":
+                event = reply
+            else:
+                event = await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pending.pop(transaction, None)
+        data: dict[str, Any] = event.get("plugindata", {}).get("data", {})
+        if "error" in data:
+            raise JanusError(f"{body.get('request')}: {data['error']} ({data.get('error_code')})")
+        return data, event.get("jsep")
+
+    async def _long_poll(self) -> None:
+        while True:
+            async with self.http.get(f"{self.base_url}/{self.session_id}", params={"maxev": "50"}) as response:
+                events = await response.json(content_type=None)
+            for event in events if isinstance(events, list) else [events]:
+                waiter = self._pending.get(event.get("transaction", ""))
+                if waiter is not None and not waiter.done() and event.get("janus") == "event":
+                    waiter.set_result(event)
+                elif event.get("janus") == "webrtcup" and event.get("sender") in self.webrtcup:
+                    self.webrtcup[event["sender"]].set()
+
+    async def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            await asyncio.gather(self._poll, return_exceptions=True)
+        if self.session_id:
+            try:
+                await self._post(f"/{self.session_id}", {"janus": "destroy", "transaction": next(self._transactions)})
+            except (JanusError, OSError):
+                pass
+
+
+# --- the load: aiortc peers --------------------------------------------------------------------
+
+
+class _PacedPacketTrack:
+    """Pre-encoded frames as ``av.Packet`` at real pace: aiortc packetizes them, never encodes."""
+
+    def __new__(cls, kind: str, frames: list[bytes], interval: float, clock_rate: int) -> Any:
+        import av
+        from aiortc import MediaStreamTrack
+
+        class Track(MediaStreamTrack):
+            def __init__(self) -> None:
+                super().__init__()
+                self.kind = kind
+                self._n = 0
+                self._start: float | None = None
+                self._time_base = fractions.Fraction(1, clock_rate)
+                self._step = round(interval * clock_rate)
+
+            async def recv(self) -> av.Packet:
+                loop = asyncio.get_running_loop()
+                if self._start is None:
+                    self._start = loop.time()
+                delay = self._start + self._n * interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                packet = av.Packet(frames[self._n % len(frames)])
+                packet.pts = self._n * self._step
+                packet.time_base = self._time_base
+                self._n += 1
+                return packet
+
+        track = Track()
+        track.kind = kind
+        return track
+
+
+@dataclass
+class Subscriber:
+    pc: Any
+    handle: int
+    video_feeds: list[int]
+    audio_feeds: list[int]
+    video_frames: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def packets_received(self) -> int:
+        report = await self.pc.getStats()
+        return sum(s.packetsReceived for s in report.values() if getattr(s, "type", "") == "inbound-rtp")
+
+
+async def _consume(track: Any, subscriber: Subscriber) -> None:
+    # Fallback until media/rtc_adapter.py offers a non-decoding receiver: aiortc decodes.
+    while True:
+        await track.recv()
+        if track.kind == "video":
+            subscriber.video_frames += 1
+
+
+def _peer_connection() -> Any:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def _publish(session: JanusSession, site: int, video: list[bytes], audio: list[bytes], progress: Progress) -> tuple[int, Any, dict[str, str]]:
+    from aiortc import RTCSessionDescription
+
+    from bench._sfu_fixtures import AUDIO_CLOCK, AUDIO_FRAME_S, FPS, VIDEO_CLOCK
+
+    handle = await session.attach()
+    pc = _peer_connection()
+    pc.addTrack(_PacedPacketTrack("audio", audio, AUDIO_FRAME_S, AUDIO_CLOCK))
+    pc.addTrack(_PacedPacketTrack("video", video, 1 / FPS, VIDEO_CLOCK))
+    await pc.setLocalDescription(await pc.createOffer())
+    mids = {t.kind: t.mid for t in pc.getTransceivers()}
+    data, jsep = await session.message(
+        handle,
+        {"request": "joinandconfigure", "room": ROOM_ID, "ptype": "publisher", "display": "chair" if site == 0 else f"site-{site}"},
+        {"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False},
+    )
+    if jsep is None:
+        raise JanusError(f"publisher {site}: no SDP answer in {data}")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
+    if site == 0:
+        ours = sorted({line.split()[4] for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")})
+        theirs = sorted({line.split()[4] for line in jsep["sdp"].splitlines() if line.startswith("a=candidate:")})
+        progress(f"Janus: ICE host candidates: Janus {', '.join(theirs) or 'none'}; aiortc peers {', '.join(ours) or 'none'}")
+    return int(data["id"]), pc, mids
+
+
+async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds: list[int], mids: dict[int, dict[str, str]]) -> Subscriber:
+    from aiortc import RTCSessionDescription
+
+    handle = await session.attach()
+    streams = [{"feed": f, "mid": mids[f]["video"]} for f in video_feeds] + [{"feed": f, "mid": mids[f]["audio"]} for f in audio_feeds]
+    data, jsep = await session.message(handle, {"request": "join", "room": ROOM_ID, "ptype": "subscriber", "streams": streams})
+    if jsep is None:
+        raise JanusError(f"subscriber: no SDP offer in {data}")
+    pc = _peer_connection()
+    subscriber = Subscriber(pc, handle, video_feeds, audio_feeds)
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        subscriber.tasks.append(asyncio.create_task(_consume(track, subscriber)))
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await session.message(handle, {"request": "start", "room": ROOM_ID}, {"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False})
+    return subscriber
+
+
+async def _wait_http(base_url: str, janus: JanusProcess, timeout: float = 15.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if janus.process is not None and janus.process.poll() is not None:
+                raise JanusUnavailable(f"Janus exited with status {janus.process.returncode}: {janus.log_tail()}")
+            try:
+                async with http.get(f"{base_url}/info") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise JanusUnavailable(f"Janus HTTP API did not answer within {timeout:.0f}s: {janus.log_tail()}")
+            await asyncio.sleep(0.1)  # polling an external process's readiness: no event to wait on
+
+
+async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, window: float, gallery: int, audio_slots: int, progress: Progress) -> dict[str, Any]:
+    import aiohttp
+
+    await _wait_http(janus.base_url, janus)
+    video, audio = vp8_frame_bitstreams(fixture), list(fixture.audio_payloads)
+    publishers = sites + 1
+    pcs: list[Any] = []
+    subscribers: list[Subscriber] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as http:
+        session = JanusSession(http, janus.base_url)
+        await session.create()
+        try:
+            admin = await session.attach()
+            del session.webrtcup[admin]  # carries no media
+            await session.message(
+                admin,
+                {
+                    "request": "create",
+                    "room": ROOM_ID,
+                    "publishers": publishers,
+                    "videocodec": "vp8",
+                    "audiocodec": "opus",
+                    "audiolevel_ext": True,
+                    "bitrate": 0,
+                    "fir_freq": 0,
+                    "permanent": False,
+                },
+            )
+            feeds: list[int] = []
+            mids: dict[int, dict[str, str]] = {}
+            for site in range(publishers):
+                feed, pc, pc_mids = await _publish(session, site, video, audio, progress)
+                feeds.append(feed)
+                mids[feed] = pc_mids
+                pcs.append(pc)
+            # Janus lists a feed for subscribers only once its PeerConnection is up.
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
+            progress(f"Janus: {publishers} publishers joined and connected")
+            video_n, audio_n = min(publishers - 1, gallery + 2), min(publishers - 1, audio_slots)
+            for site in range(publishers):
+                v, a = subscription_plan(site, feeds, video_n, audio_n)
+                subscribers.append(await _subscribe(session, v, a, mids))
+            progress(f"Janus: {publishers} subscribers x ({video_n} video + {audio_n} audio) joined")
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
+            await asyncio.sleep(warmup)  # steady state wanted (bench only)
+            cpu0, t0 = janus.cpu_seconds(), time.monotonic()
+            packets0 = [await s.packets_received() for s in subscribers]
+            frames0 = sum(s.video_frames for s in subscribers)
+            await asyncio.sleep(window)
+            cpu1, t1 = janus.cpu_seconds(), time.monotonic()
+            packets1 = [await s.packets_received() for s in subscribers]
+            frames1 = sum(s.video_frames for s in subscribers)
+        finally:
+            for s in subscribers:
+                for task in s.tasks:
+                    task.cancel()
+                await asyncio.gather(*s.tasks, return_exceptions=True)
+            for pc in pcs + [s.pc for s in subscribers]:
+                await pc.close()
+            await session.close()
+    forwarded = sum(packets1) - sum(packets0)
+    elapsed = t1 - t0
+    video_streams = sum(len(s.video_feeds) for s in subscribers)
+    return {
+        "sites": sites,
+        "publishers": publishers,
+        "video_streams": video_streams,
+        "audio_streams": sum(len(s.audio_feeds) for s in subscribers),
+        "window_s": round(elapsed, 2),
+        "cpu_cores": (cpu1 - cpu0) / elapsed,
+        "cpu_us_per_packet": (cpu1 - cpu0) / max(1, forwarded) * 1e6,
+        "forwarded_packets_per_s": forwarded / elapsed,
+        "received_fps_per_video_stream": (frames1 - frames0) / elapsed / max(1, video_streams),
+    }
+
+
+# --- the child process and the parent's entry point ---------------------------------------------
+
+
+def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int, warmup: float, window: float, cpu: int | None, gallery: int, audio_slots: int) -> None:
+    def progress(message: str) -> None:
+        conn.send(("progress", message))
+
+    janus: JanusProcess | None = None
+    try:
+        _enter_private_netns()
+        with tempfile.TemporaryDirectory(prefix="bench-janus-") as tmp:
+            janus = JanusProcess(Path(tmp), cpu)
+            janus.start()
+            try:
+                result = asyncio.run(_drive(janus, fixture, sites, warmup, window, gallery, audio_slots, progress))
+            finally:
+                janus.stop()
+        conn.send(("result", result))
+    except (JanusUnavailable, JanusError, OSError, asyncio.TimeoutError) as exc:
+        tail = janus.log_tail(5) if janus is not None else ""
+        conn.send(("unavailable", f"{type(exc).__name__}: {exc}" + (f" | janus log: {tail}" if tail and not isinstance(exc, JanusUnavailable) else "")))
+
+
+def run_janus(
+    fixture: Any,
+    sites: int = 8,
+    warmup: float = 3.0,
+    window: float = 5.0,
+    progress: Progress = lambda _: None,
+    cpu: int | None = 0,
+    gallery: int = 6,
+    audio_slots: int = 3,
+) -> dict[str, Any]:
+    """Measure Janus VideoRoom under the bench load; raises ``JanusUnavailable`` with the reason."""
+    reason = detect()
+    if reason is not None:
+        raise JanusUnavailable(reason)
+    if cpu is not None and (os.cpu_count() or 1) < 2:
+        cpu = None
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child, fixture, sites, warmup, window, cpu, gallery, audio_slots), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        deadline = time.monotonic() + warmup + window + 120 + 2 * sites
+        while True:
+            if not parent.poll(max(0.0, deadline - time.monotonic())):
+                raise JanusUnavailable("Janus run timed out")
+            try:
+                kind, payload = parent.recv()
+            except EOFError:
+                raise JanusUnavailable(f"Janus load process died (exit code {proc.exitcode})") from None
+            if kind == "progress":
+                progress(payload)
+            elif kind == "result":
+                return payload  # type: ignore[no-any-return]
+            else:
+                raise JanusUnavailable(payload)
+    finally:
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import _sfu_fixtures
+
+    parser = argparse.ArgumentParser(prog="python -m bench._sfu_janus", description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=8, help="sites besides the chair (default 8)")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"[bench._sfu_janus {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # load generator on core 1, Janus on core 0 (children inherit)
+    with tempfile.TemporaryDirectory(prefix="bench-janus-fixture-") as tmp:
+        fixture = _sfu_fixtures.load_or_build(Path(tmp), seconds=3.0)
+    try:
+        result: dict[str, Any] = run_janus(fixture, args.sites, args.warmup, args.window, progress)
+    except JanusUnavailable as exc:
+        result = {"janus_skipped": str(exc)}
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
