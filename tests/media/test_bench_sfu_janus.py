@@ -1,0 +1,99 @@
+"""Checks of bench._sfu_janus: its pure parts always, and one tiny real Janus VideoRoom run
+(private network namespace, HTTP API, aiortc peers) where Debian's janus is installed and we
+are root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+
+from bench import _sfu_fixtures as fixtures
+from bench import _sfu_janus as janus
+
+
+def test_config_loads_only_videoroom_and_http_on_loopback_without_stun(tmp_path: Path) -> None:
+    files = janus.janus_config_files(tmp_path, 18088, (20000, 21999))
+    assert set(files) == {"janus.jcfg", "janus.transport.http.jcfg", "janus.plugin.videoroom.jcfg"}
+    core = files["janus.jcfg"]
+    assert f'plugins_folder = "{tmp_path / "plugins"}"' in core
+    assert f'transports_folder = "{tmp_path / "transports"}"' in core
+    assert 'rtp_port_range = "20000-21999"' in core
+    assert "ignore_mdns = true" in core
+    assert "stun_server" not in core and "nat_1_1" not in core and "turn_" not in core
+    http = files["janus.transport.http.jcfg"]
+    assert "port = 18088" in http and 'ip = "127.0.0.1"' in http
+    assert "https = false" in http and "admin_http = false" in http
+    # Balanced braces: libconfig rejects the file otherwise (Janus would fall back to defaults).
+    for text in files.values():
+        assert text.count("{") == text.count("}")
+
+
+def test_subscription_plan_skips_self_and_spreads_load() -> None:
+    feeds = [11, 12, 13, 14, 15]
+    plans = [janus.subscription_plan(site, feeds, video_feeds=3, audio_feeds=2) for site in range(5)]
+    assert plans[0] == ([12, 13, 14], [12, 13])
+    assert plans[4] == ([11, 12, 13], [11, 12])
+    for site, (video, audio) in enumerate(plans):
+        assert feeds[site] not in video and feeds[site] not in audio
+    # Every publisher is watched by the same number of subscribers.
+    watched = [sum(f in video for video, _ in plans) for f in feeds]
+    assert watched == [3] * 5
+
+
+def test_subscription_plan_small_meeting_takes_everyone_else() -> None:
+    video, audio = janus.subscription_plan(1, [7, 8], video_feeds=1, audio_feeds=1)
+    assert (video, audio) == ([7], [7])
+
+
+def test_process_tree_cpu_includes_descendants() -> None:
+    # A child that burns CPU: the tree's CPU time covers it, the child alone shows it too.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\nprint('done',flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        alone = janus.process_tree_cpu_seconds(child.pid)
+        tree = janus.process_tree_cpu_seconds(os.getpid())
+        assert alone >= 0.2
+        assert tree >= alone
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_vp8_frame_bitstreams_strip_descriptors_only(tmp_path: Path) -> None:
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.2, width=160, height=96)
+    frames = janus.vp8_frame_bitstreams(fixture)
+    assert len(frames) == len(fixture.video_frames)
+    # aiortc's own packetizer (what the publisher's sender runs) gives back the same payloads
+    # apart from the descriptor's picture id.
+    for bitstream, frame in zip(frames, fixture.video_frames):
+        repacked = Vp8Encoder._packetize(bitstream, picture_id=0)
+        assert [VpxPayloadDescriptor.parse(p)[1] for p in repacked] == [VpxPayloadDescriptor.parse(p)[1] for p in frame.payloads]
+    assert frames[0][0] & 1 == 0  # keyframe bit of the VP8 frame tag
+
+
+def test_detect_reports_a_reason_or_none() -> None:
+    reason = janus.detect()
+    assert reason is None or (isinstance(reason, str) and reason)
+
+
+@pytest.mark.skipif(janus.detect() is not None, reason=f"Janus not measurable here: {janus.detect()}")
+def test_janus_videoroom_forwards_to_every_subscriber(tmp_path: Path) -> None:
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.5, width=160, height=96)
+    lines: list[str] = []
+    result = janus.run_janus(fixture, sites=2, warmup=0.5, window=1.5, progress=lines.append, cpu=None, gallery=0, audio_slots=1)
+    assert (result["publishers"], result["video_streams"], result["audio_streams"]) == (3, 6, 3)
+    assert result["forwarded_packets_per_s"] > 0
+    assert result["received_fps_per_video_stream"] > 0
+    assert result["cpu_us_per_packet"] > 0
+    assert any("127.0.0.1" in line for line in lines if "candidates" in line)
