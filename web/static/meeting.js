@@ -32,12 +32,14 @@
     slots: {},                // slot name -> participant id feeding it (or null)
     mainSite: null,           // participant id in the main slot
     mainSiteName: null,
+    mainView: null,           // who the main view shows: mainSite, or this site itself when it holds the floor
     floor: null,
     speaker: null,
     locked: false,
     hands: [],
     iceState: "new",
     framesDecoded: {},        // slot name -> frames decoded (from getStats)
+    renderedFrames: {},       // slot name -> frames painted by its <video> (requestVideoFrameCallback)
     audioPacketsReceived: 0,
     audioPacketsBySlot: {},
     quality: { loss: null, rtt: null, bitrateKbps: null, level: "unknown" },
@@ -45,8 +47,10 @@
     localTracks: { audio: false, camera: false, thumb: false, screen: false },
     deviceError: null,
     connects: 0,
+    iceRestarts: 0,
   };
   window.lienthong = state;
+  window.lienthongStats = state;  // the same object, under the name the SFU tests use
 
   let ws = null;
   let pc = null;
@@ -61,6 +65,8 @@
   let pingTimer = null;
   let statsTimer = null;
   let lastInbound = null;
+  let iceTimer = null;        // a "disconnected" ICE state that does not recover leads to an ICE restart
+  let negotiating = false;
   let msgId = 0;
   const backoff = { attempt: 0 };
   const slotElements = {};    // slot name -> {video|audio element, tile}
@@ -139,6 +145,7 @@
       case "closed": return closeRoom(msg.reason, msg.message);
       case "pong": case "ack": return;
       case "error":
+        if (msg.ref === "offer") await abandonOffer();
         state.errors.push({ code: msg.code, message: msg.message, message_vi: msg.message_vi || null, ref: msg.ref || null });
         if (state.errors.length > 50) state.errors.shift();
         setStatus(t("meeting.error", { message: (config.lang === "vi" && msg.message_vi) || msg.message }));
@@ -168,12 +175,18 @@
     $("role-badge").textContent = t("meeting.role." + msg.me.role);
     if (msg.meeting_title) $("meeting-title").textContent = msg.meeting_title;
     setStatus(t("meeting.joined"));
+    if (msg.speaker !== undefined) state.speaker = msg.speaker;
     if (resumed) {
-      // Same peer connection: restart ICE in case the network path changed.
-      if (msg.ice_restart) await negotiate({ iceRestart: true });
+      // Same place, same peer connection: restart ICE if the media path broke too.  An offer
+      // sent on the dropped socket will never be answered.
       onSlots(msg.slots || {});
-      return render();
+      render();
+      if (negotiating) await abandonOffer();
+      if (msg.ice_restart || ["failed", "disconnected"].includes(pc.iceConnectionState)) await restartIce();
+      return;
     }
+    // A fresh place (first join, or the old one expired): start media from scratch.
+    stopMedia();
     layout = msg.layout || [];
     await startMedia(msg.ice_servers || []);
     onSlots(msg.slots || {});
@@ -183,8 +196,6 @@
   function onSlots(slots) {
     Object.assign(state.slots, slots);
     state.mainSite = state.slots.main || null;
-    const p = participant(state.mainSite);
-    state.mainSiteName = p ? p.site_name : null;
     render();
   }
 
@@ -235,12 +246,18 @@
     thumbTrack = cam ? await makeThumb(cam) : null;
     pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
     pc.onicecandidate = (ev) => send("ice", { candidate: ev.candidate ? ev.candidate.toJSON() : null });
+    const thisPc = pc;
     pc.oniceconnectionstatechange = () => {
+      if (thisPc !== pc) return;
       state.iceState = pc.iceConnectionState;
-      if (pc.iceConnectionState === "failed" && state.phase === "joined") negotiate({ iceRestart: true });
+      clearTimeout(iceTimer);
+      if (pc.iceConnectionState === "failed") restartIce();
+      // "disconnected" often heals by itself (a short outage); restart only if it lasts.
+      if (pc.iceConnectionState === "disconnected") iceTimer = setTimeout(restartIce, 4000);
     };
     pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" && state.phase === "joined") setStatus(t("meeting.media_failed")); };
     pc.ontrack = (ev) => attachTrack(ev.transceiver, ev.track);
+    showSelfView(cam);
     transceivers = [];
     for (const entry of layout) {
       const track = { audio: mic, camera: cam, thumb: thumbTrack, screen: null }[entry.send] || null;
@@ -278,12 +295,55 @@
   }
 
   async function negotiate(options) {
+    negotiating = true;
     const offer = await pc.createOffer(options);
     await pc.setLocalDescription(offer);
     send("offer", { sdp: pc.localDescription.sdp });
   }
 
+  async function restartIce() {
+    // Only while joined (a dropped WebSocket cannot carry the offer: the resume does it) and
+    // never over an offer still waiting for its answer.
+    clearTimeout(iceTimer);
+    if (!pc || state.phase !== "joined" || negotiating || pc.signalingState !== "stable") return;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    state.iceRestarts += 1;
+    await negotiate({ iceRestart: true });
+  }
+
+  async function abandonOffer() {
+    // The server refused our offer (or the socket that carried it dropped): back to stable.
+    negotiating = false;
+    if (pc && pc.signalingState === "have-local-offer") {
+      try { await pc.setLocalDescription({ type: "rollback" }); } catch (e) { /* already stable */ }
+    }
+  }
+
+  function stopMedia() {
+    // Close the previous peer connection and devices (a rejoin after the place expired).
+    clearTimeout(iceTimer);
+    negotiating = false;
+    if (pc) { pc.close(); pc = null; }
+    if (localStream) localStream.getTracks().forEach((tr) => tr.stop());
+    if (thumbTrack) thumbTrack.stop();
+    if (screenStream) screenStream.getTracks().forEach((tr) => tr.stop());
+    localStream = thumbTrack = screenStream = null;
+    transceivers = [];
+    pendingCandidates = [];
+    lastInbound = null;
+    for (const slot of Object.keys(slotElements)) delete slotElements[slot];
+  }
+
+  function showSelfView(cam) {
+    const video = $("video-self");
+    video.srcObject = cam ? new MediaStream([cam]) : null;
+    $("tile-self").classList.toggle("empty", !cam);
+    if (cam) video.play().catch(() => {});
+  }
+
   async function onAnswer(msg) {
+    if (!pc) return;
+    negotiating = false;
     await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     mapSlotsToTransceivers();
     for (const c of pendingCandidates.splice(0)) await addCandidate(c);
@@ -347,6 +407,19 @@
     if (el.srcObject && el.srcObject.getTracks()[0] === track) return;
     el.srcObject = new MediaStream([track]);
     el.play().catch(() => {});
+    countRenderedFrames(el, slot);
+  }
+
+  function countRenderedFrames(el, slot) {
+    // Frames actually painted (not just decoded); where requestVideoFrameCallback is missing
+    // (older Firefox), getVideoPlaybackQuality is read by collectStats instead.
+    if (el.tagName !== "VIDEO" || el.lienthongCounting || !("requestVideoFrameCallback" in el)) return;
+    el.lienthongCounting = true;
+    const tick = () => {
+      state.renderedFrames[slot] = (state.renderedFrames[slot] || 0) + 1;
+      el.requestVideoFrameCallback(tick);
+    };
+    el.requestVideoFrameCallback(tick);
   }
 
   // ---- statistics: per-slot frames, audio packets, connection quality ----
@@ -357,15 +430,20 @@
 
   async function collectStats() {
     if (!pc) return;
-    const midToSlot = {};
-    transceivers.forEach((tr, i) => { if (tr.mid !== null && layout[i].slot) midToSlot[tr.mid] = layout[i].slot; });
+    const midToSlot = {}, trackToSlot = {};
+    transceivers.forEach((tr, i) => {
+      if (!layout[i] || !layout[i].slot) return;
+      if (tr.mid !== null) midToSlot[tr.mid] = layout[i].slot;
+      if (tr.receiver.track) trackToSlot[tr.receiver.track.id] = layout[i].slot;
+    });
     const report = await pc.getStats();
     let audioPackets = 0, bytes = 0, lost = 0, received = 0, rtt = null;
     const frames = {};
     const audioBySlot = {};
     report.forEach((s) => {
       if (s.type === "inbound-rtp") {
-        const slot = midToSlot[s.mid] || null;
+        // Chromium names the mid; Firefox (before 131) only the receiving track.
+        const slot = (s.mid !== undefined && midToSlot[s.mid]) || trackToSlot[s.trackIdentifier] || null;
         bytes += s.bytesReceived || 0;
         lost += Math.max(0, s.packetsLost || 0);
         received += s.packetsReceived || 0;
@@ -374,16 +452,23 @@
           audioPackets += s.packetsReceived || 0;
           if (slot) audioBySlot[slot] = s.packetsReceived || 0;
         }
-      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+      } else if (s.type === "candidate-pair" && (s.selected || s.nominated) && s.state === "succeeded") {
         if (typeof s.currentRoundTripTime === "number") rtt = s.currentRoundTripTime;
+      } else if (s.type === "remote-inbound-rtp" && rtt === null && typeof s.roundTripTime === "number") {
+        rtt = s.roundTripTime;  // Firefox has no currentRoundTripTime on the pair: RTCP's RTT
       }
     });
     // Receive-only slots have no mid in some Firefox versions' stats: fall back to receivers.
     if (!Object.keys(frames).length) {
       for (const tr of transceivers) {
-        if (!tr.lienthongSlot || tr.receiver.track.kind !== "video") continue;
+        if (!tr.lienthongSlot || !tr.receiver.track || tr.receiver.track.kind !== "video") continue;
         const rs = await tr.receiver.getStats();
         rs.forEach((s) => { if (s.type === "inbound-rtp") frames[tr.lienthongSlot] = s.framesDecoded || 0; });
+      }
+    }
+    for (const [slot, el] of Object.entries(slotElements)) {
+      if (el.media.tagName === "VIDEO" && !("requestVideoFrameCallback" in el.media) && el.media.getVideoPlaybackQuality) {
+        state.renderedFrames[slot] = el.media.getVideoPlaybackQuality().totalVideoFrames;
       }
     }
     state.framesDecoded = frames;
@@ -519,11 +604,20 @@
 
   function render() {
     const me = state.me;
+    const mainP = participant(state.mainSite);
+    state.mainSiteName = mainP ? mainP.site_name : null;
+    // The SFU does not send a site its own picture: holding the floor, it sees itself said so.
+    const selfOnFloor = Boolean(me && state.floor === me.id && !mainP);
+    state.mainView = mainP ? mainP.id : selfOnFloor ? me.id : null;
+    $("tile-main").classList.toggle("self-floor", selfOnFloor);
+    $("tile-self").classList.toggle("speaking", Boolean(me && me.id === state.speaker));
+    if (me) $("tile-self").querySelector(".name").textContent = me.site_name;
     // Stage and gallery labels.
     for (const [slot, el] of Object.entries(slotElements)) {
       if (!el.tile) continue;
       const p = participant(state.slots[slot]);
-      el.tile.querySelector(".name").textContent = p ? p.site_name : t("meeting.empty_slot");
+      el.tile.querySelector(".name").textContent = p ? p.site_name
+        : slot === "main" && selfOnFloor ? t("meeting.you_have_floor") : t("meeting.empty_slot");
       el.tile.classList.toggle("empty", !p);
       el.tile.classList.toggle("speaking", Boolean(p && p.id === state.speaker));
       el.tile.dataset.participant = p ? p.id : "";
@@ -601,10 +695,7 @@
     const text = message || t(known[reason] || "meeting.connection_lost");
     setNotice(text, reason === "server_closing" || reason === "connection_lost" || reason === "left");
     setStatus(text);
-    if (pc) { pc.close(); pc = null; }
-    if (localStream) localStream.getTracks().forEach((tr) => tr.stop());
-    if (thumbTrack) thumbTrack.stop();
-    if (screenStream) screenStream.getTracks().forEach((tr) => tr.stop());
+    stopMedia();
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, reason);
     $("room").hidden = reason === "refused";
   }
