@@ -1,0 +1,617 @@
+"""Packet-level access to aiortc peer connections: the ONLY module that touches aiortc/aioice
+private API (pinned in pyproject.toml: aiortc>=1.16,<1.17, aioice>=0.13,<0.14; the hooks are
+checked by tests/media/test_rtc_adapter.py, which names the attribute when an upgrade moves it).
+
+aiortc decodes everything it receives and encodes everything it sends.  An SFU must do neither,
+so this adapter keeps aiortc for what it does well (SDP offer/answer, ICE, DTLS handshake,
+SRTP keys) and takes over the media plane:
+
+* **ICE host candidates from config** (aioice never offers 127.0.0.1/::1 and has no API to
+  choose addresses or ports): ``IcePolicy`` = candidate addresses (empty: the host's
+  interfaces, as aioice would), an announced address for 1:1 NAT (advertised instead of the
+  bound address), a UDP port range.  Peer connections get ``rtc_configuration(ice_servers)``:
+  max-bundle, and the configured STUN/TURN list only (never aiortc's default public STUN).
+  Remote ``.local`` (mDNS) candidates are ignored: ``strip_mdns_candidates(sdp)`` for SDP,
+  ``PacketPeer.add_ice_candidate`` for trickle.
+* **Receive without decoding**: incoming SRTP is unprotected right in the UDP socket's
+  ``datagram_received`` (no asyncio queue, no task wake-up) and handed as ``bytes`` to
+  ``on_rtp(packet, mid, arrival)`` / ``on_rtcp(packet)``.  ``RTCRtpReceiver.receive`` is
+  replaced so no decoder thread and no RTCP task ever start; ``RtpPacket.parse`` never runs.
+* **Send without encoding**: ``PacketPeer.send_rtp(bytes)`` / ``send_rtcp(bytes)`` protect
+  once with the DTLS-SRTP session and ``sendto`` the nominated candidate pair, synchronously
+  (no per-packet task).  ``RTCRtpSender.send`` is replaced so no encoder task pulls frames.
+
+API (everything is synchronous except negotiation and close)::
+
+    policy = IcePolicy(candidate_addresses=("127.0.0.1",))      # or IcePolicy.from_config(cfg.media)
+    pc = RTCPeerConnection(rtc_configuration([]))                # max-bundle, no default STUN
+    peer = PacketPeer(pc, policy, on_rtp=handle_rtp, on_rtcp=handle_rtcp)
+
+    # answerer (the SFU): hook after setRemoteDescription, before setLocalDescription
+    await pc.setRemoteDescription(RTCSessionDescription(strip_mdns_candidates(sdp), "offer"))
+    for t in pc.getTransceivers(): t.direction = "sendrecv"   # public aiortc API
+    peer.attach()
+    await pc.setLocalDescription(await pc.createAnswer())      # gathers on the policy's addresses
+    lines = peer.negotiated()         # [MLine(index, mid, kind, direction, local_ssrc, codecs, ...)]
+
+    # offerer (test peers, bench load generator): hook after addTransceiver, before setLocalDescription
+    pc.addTransceiver("video", direction="sendrecv"); peer.attach()
+    await pc.setLocalDescription(await pc.createOffer()); ...; await pc.setRemoteDescription(answer)
+
+    await peer.wait_connected(timeout)    # DTLS-SRTP keys ready (raises ConnectionError on failure)
+    peer.send_rtp(packet)                 # -> bool; packet's SSRC should be negotiated()[i].local_ssrc
+    peer.send_rtcp(compound)              # -> bool
+    await peer.add_ice_candidate({"candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0})
+    await peer.close()                    # closes the RTCPeerConnection and its sockets
+
+Callbacks run synchronously inside the event loop's UDP callback: they must not block and must
+not raise (an exception is logged and the packet dropped).  ``on_rtp(packet, mid, arrival)``:
+``packet`` is the decrypted RTP packet, ``mid`` the MID of its m-line (resolved from the SSRCs
+the remote SDP declared, else learned once from the RFC 8843 MID header extension, else None),
+``arrival`` is ``time.monotonic()`` at reception (the event loop's clock).  ``on_rtcp(packet)``
+gets a decrypted compound RTCP packet.
+
+``send_rtp`` returns False without sending when the DTLS-SRTP session is not up, the pair is
+gone, or the socket's write backlog exceeds ``max_backlog`` bytes (a slow or dead link): the
+caller decides what a drop means (video: wait for a keyframe).  Sending never blocks.
+
+What aiortc still does: SDP, ICE connectivity checks and consent, DTLS handshake.  What it no
+longer does for hooked peers: RTCP reports, NACK/PLI/REMB, jitter buffer, RTX; the caller does
+them from the raw packets.  aiortc has no ICE restart: a new offer needs a new peer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aioice.ice
+from aioice import Candidate
+from aioice.candidate import candidate_foundation, candidate_priority
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+if TYPE_CHECKING:
+    from media.config import MediaConfig
+
+__all__ = ["Codec", "IcePolicy", "MLine", "PacketPeer", "RtcpHandler", "RtpHandler",
+           "rtc_configuration", "strip_mdns_candidates", "is_rtcp"]
+
+log = logging.getLogger("media.rtc")
+
+RtpHandler = Callable[[bytes, "str | None", float], None]
+RtcpHandler = Callable[[bytes], None]
+
+# Default bound of a socket's pending (unsent) bytes before send_rtp drops: ~0.25 s at 4 Mbps.
+DEFAULT_MAX_BACKLOG = 128 * 1024
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_SOCKET_BUFFER = 1024 * 1024
+
+
+def is_rtcp(packet: bytes) -> bool:
+    """RFC 5761 demultiplexing: RTCP packet types 192..223 in the second byte."""
+    return len(packet) > 1 and 192 <= packet[1] <= 223
+
+
+# ---------------------------------------------------------------------------------------------
+# ICE policy and configuration
+
+
+@dataclass(frozen=True)
+class IcePolicy:
+    """Which host candidates the SFU offers.  Empty ``candidate_addresses``: the host's
+    interfaces (aioice's own choice, loopback excluded).  ``announced_address``: advertised in
+    every host candidate instead of the bound address (1:1 NAT).  ``port_min``/``port_max``:
+    UDP port range for the sockets (0, 0: any port)."""
+
+    candidate_addresses: tuple[str, ...] = ()
+    announced_address: str = ""
+    port_min: int = 0
+    port_max: int = 0
+
+    @classmethod
+    def from_config(cls, media: MediaConfig) -> IcePolicy:
+        return cls(tuple(media.candidate_addresses), media.announced_address,
+                   media.udp_port_min, media.udp_port_max)
+
+
+def configure_ice(candidate_addresses: Iterable[str] = (), announced_address: str = "",
+                  port_range: tuple[int, int] = (0, 0)) -> IcePolicy:
+    """Convenience spelling of ``IcePolicy(...)``."""
+    return IcePolicy(tuple(candidate_addresses), announced_address, port_range[0], port_range[1])
+
+
+def rtc_configuration(ice_servers: Sequence[dict[str, Any] | RTCIceServer] = ()) -> RTCConfiguration:
+    """An ``RTCConfiguration`` with max-bundle and exactly the given STUN/TURN servers (browser
+    ``RTCIceServer`` dicts or aiortc objects).  An empty list means no server at all: aiortc's
+    default public STUN server is never used."""
+    servers: list[RTCIceServer] = []
+    for s in ice_servers:
+        if isinstance(s, RTCIceServer):
+            servers.append(s)
+        else:
+            servers.append(RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                        credential=s.get("credential")))
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+_MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local \d+.*$", re.IGNORECASE)
+
+
+def strip_mdns_candidates(sdp: str) -> str:
+    """Remove ``a=candidate`` lines whose address is an mDNS ``.local`` name (resolving them
+    would send multicast queries; browsers on the same host also offer an IP candidate)."""
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    sep = "\r\n" if "\r\n" in sdp else "\n"
+    return sep.join(line for line in lines if not _MDNS_CANDIDATE.match(line))
+
+
+def _is_mdns_candidate(candidate_line: str) -> bool:
+    parts = candidate_line.split()
+    return len(parts) > 4 and parts[4].lower().endswith(".local")
+
+
+# ---------------------------------------------------------------------------------------------
+# Negotiated m-lines
+
+
+@dataclass(frozen=True)
+class Codec:
+    payload_type: int
+    name: str                # lower-case encoding name: "opus", "vp8", "h264", "rtx", ...
+    clock_rate: int
+    channels: int | None
+    parameters: dict[str, Any] = field(default_factory=dict, compare=False)  # fmtp (rtx: "apt")
+    feedback: tuple[str, ...] = ()   # "nack", "nack pli", "ccm fir", "goog-remb", ...
+
+
+@dataclass(frozen=True)
+class MLine:
+    """One negotiated m-line, from this side's point of view."""
+
+    index: int
+    mid: str
+    kind: str                # "audio" | "video"
+    direction: str | None    # negotiated: "sendrecv" | "sendonly" | "recvonly" | "inactive"
+    local_ssrc: int          # the SSRC this side sends with on this m-line (in its SDP)
+    local_rtx_ssrc: int
+    remote_ssrcs: tuple[int, ...]         # primary SSRCs the remote SDP declared
+    remote_rtx: dict[int, int]            # remote RTX SSRC -> primary SSRC (FID groups)
+    codecs: tuple[Codec, ...]
+    extensions: dict[str, int]            # header extension URI -> negotiated id
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly")
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+    def codec(self, name: str) -> Codec | None:
+        return next((c for c in self.codecs if c.name == name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The UDP protocol: fast path for SRTP/SRTCP, aioice for everything else
+
+
+class _PacketProtocol(aioice.ice.StunProtocol):
+    """aioice's STUN protocol, except that SRTP/SRTCP datagrams (first byte 128..191,
+    RFC 7983) go straight to the owning PacketPeer once its SRTP session exists, instead of
+    through aioice's receive queue and aiortc's DTLS receive task."""
+
+    peer: PacketPeer | None = None
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        peer = self.peer
+        if peer is not None and peer._rx is not None and type(data) is bytes and 127 < data[0] < 192:
+            peer._receive_srtp(data)
+            return
+        super().datagram_received(data, addr)
+
+
+async def _bind_udp(loop: asyncio.AbstractEventLoop, factory: Callable[[], _PacketProtocol],
+                    address: str, port_min: int, port_max: int) -> tuple[asyncio.DatagramTransport,
+                                                                        _PacketProtocol]:
+    if (port_min, port_max) == (0, 0):
+        return await loop.create_datagram_endpoint(factory, local_addr=(address, 0))  # type: ignore[return-value]
+    ports = list(range(port_min, port_max + 1))
+    start = random.randrange(len(ports))
+    last: OSError | None = None
+    for port in ports[start:] + ports[:start]:
+        try:
+            return await loop.create_datagram_endpoint(factory, local_addr=(address, port))  # type: ignore[return-value]
+        except OSError as exc:
+            last = exc
+    raise OSError(f"no free UDP port in {port_min}-{port_max} on {address}: {last}")
+
+
+def _install_host_gathering(connection: aioice.ice.Connection, policy: IcePolicy, peer: PacketPeer) -> None:
+    """Replace host-candidate gathering of one aioice Connection (per instance): sockets bound
+    on the policy's addresses and port range, owned by aioice (closed by Connection.close) but
+    built with our protocol.  STUN/TURN candidates keep aioice's code."""
+    original = connection.get_component_candidates
+
+    async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Candidate]:
+        loop = asyncio.get_running_loop()
+        if connection._transport_policy != aioice.ice.TransportPolicy.ALL:
+            addresses = []
+        elif policy.candidate_addresses:
+            addresses = list(policy.candidate_addresses)
+        candidates: list[Candidate] = []
+        protocols: list[_PacketProtocol] = []
+        for address in addresses:
+            def factory() -> _PacketProtocol:
+                protocol = _PacketProtocol(connection)
+                protocol.peer = peer
+                return protocol
+            try:
+                transport, protocol = await _bind_udp(loop, factory, address, policy.port_min, policy.port_max)
+            except OSError as exc:
+                log.warning("cannot bind an ICE candidate", extra={"address": address, "error": str(exc)})
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            bound = transport.get_extra_info("sockname")
+            host = policy.announced_address or bound[0]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host), component=component,
+                transport="udp", priority=candidate_priority(component, "host"),
+                host=host, port=bound[1], type="host")
+            candidates.append(protocol.local_candidate)
+            protocols.append(protocol)
+        connection._protocols += protocols
+        # Server-reflexive candidates for our sockets (only with a configured STUN server).
+        if connection.stun_server:
+            for protocol in protocols:
+                if ipaddress.ip_address(protocol.transport.get_extra_info("sockname")[0]).version == 4:
+                    with contextlib.suppress(Exception):
+                        candidate, _ = await asyncio.wait_for(
+                            aioice.ice.server_reflexive_candidate(protocol, connection.stun_server), timeout)
+                        candidates.append(candidate)
+        # TURN (relayed) candidates: aioice's own code, no host sockets, no STUN.
+        stun_server, connection.stun_server = connection.stun_server, None
+        try:
+            candidates += await original(component=component, addresses=[], timeout=timeout)
+        finally:
+            connection.stun_server = stun_server
+        return candidates
+
+    connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------------
+# The peer
+
+
+class PacketPeer:
+    """Packet-level media plane of one ``RTCPeerConnection`` (max-bundle: one DTLS transport).
+
+    Create it right after the peer connection, ``attach()`` once the transceivers exist and
+    before ``setLocalDescription``; then read ``negotiated()`` after the offer/answer."""
+
+    def __init__(self, pc: RTCPeerConnection, policy: IcePolicy | None = None, *,
+                 on_rtp: RtpHandler | None = None, on_rtcp: RtcpHandler | None = None,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG):
+        self.pc = pc
+        self.policy = policy or IcePolicy()
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.max_backlog = max_backlog
+        self._rx: Any = None          # pylibsrtp.Session once DTLS is up
+        self._tx: Any = None
+        self._dtls: RTCDtlsTransport | None = None
+        self._hooked_transceivers: set[int] = set()
+        self._hooked_connections: set[int] = set()
+        self._ssrc_mid: dict[int, str | None] = {}
+        self._mid_ext_id: int | None = None
+        self._pair: Any = None
+        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._write_backlog: Callable[[], int] | None = None
+        self._addr: tuple[str, int] | None = None
+        self._connected = asyncio.Event()
+        self._failed = False
+        self._closed = False
+        self.rx_packets = 0
+        self.tx_packets = 0
+        self.tx_dropped = 0
+        self.rx_errors = 0
+
+    # ---- wiring ----
+
+    def attach(self) -> None:
+        """Hook every current transceiver (no decoder thread, no encoder task), the ICE
+        gatherers (host candidates from the policy) and the shared DTLS transport (decrypted
+        packets to the callbacks).  Idempotent; call again if transceivers were added."""
+        transports: set[RTCDtlsTransport] = set()
+        for transceiver in self.pc.getTransceivers():
+            self._hook_transceiver(transceiver)
+            transports.add(transceiver.receiver.transport)
+        for dtls in transports:
+            connection = dtls.transport.iceGatherer._connection
+            if id(connection) not in self._hooked_connections:
+                self._hooked_connections.add(id(connection))
+                _install_host_gathering(connection, self.policy, self)
+        if len(transports) == 1:
+            self._hook_dtls(next(iter(transports)))
+        elif len(transports) > 1:
+            raise ValueError("PacketPeer needs one bundled transport: build the peer connection with "
+                             "rtc_configuration() (max-bundle) and offer a BUNDLE group")
+
+    def _hook_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
+        if id(transceiver) in self._hooked_transceivers:
+            return
+        self._hooked_transceivers.add(id(transceiver))
+
+        async def receive(parameters: Any) -> None:  # replaces RTCRtpReceiver.receive: no decoder thread
+            return None
+
+        async def send(parameters: Any) -> None:     # replaces RTCRtpSender.send: no encoder task
+            return None
+
+        transceiver.receiver.receive = receive  # type: ignore[method-assign]
+        transceiver.sender.send = send          # type: ignore[method-assign]
+
+    def _hook_dtls(self, dtls: RTCDtlsTransport) -> None:
+        if self._dtls is dtls:
+            return
+        self._dtls = dtls
+
+        async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            # Slow path (before the fast path is live, or via a TURN relay): already unprotected.
+            self._deliver_rtp(data, time.monotonic())
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            self._deliver_rtcp(data)
+
+        dtls._handle_rtp_data = handle_rtp_data    # type: ignore[method-assign]
+        dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+        dtls.on("statechange", self._on_dtls_state)
+        self._on_dtls_state()
+
+    def _on_dtls_state(self) -> None:
+        dtls = self._dtls
+        if dtls is None:
+            return
+        if dtls.state == "connected" and dtls._rx_srtp is not None:
+            self._rx, self._tx = dtls._rx_srtp, dtls._tx_srtp
+            self._connected.set()
+        elif dtls.state in ("closed", "failed"):
+            self._rx = self._tx = None
+            self._failed = True
+            self._connected.set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait for the DTLS-SRTP session; ConnectionError if it failed or closed first."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+        if self._tx is None:
+            raise ConnectionError("the DTLS-SRTP session failed or closed")
+
+    @property
+    def connected(self) -> bool:
+        return self._tx is not None
+
+    # ---- negotiation results ----
+
+    def negotiated(self) -> list[MLine]:
+        """The m-lines in order, once both descriptions are set."""
+        remote = self.pc.remoteDescription
+        remote_media = aiortc_sdp.SessionDescription.parse(remote.sdp).media if remote else []
+        lines: list[MLine] = []
+        for t in self.pc.getTransceivers():
+            index = t._get_mline_index()
+            if index is None or t.mid is None:
+                continue
+            rm = remote_media[index] if index < len(remote_media) else None
+            rtx: dict[int, int] = {}
+            if rm is not None:
+                for group in rm.ssrc_group:
+                    if group.semantic == "FID" and len(group.items) == 2:
+                        rtx[int(group.items[1])] = int(group.items[0])
+            remote_ssrcs = tuple(dict.fromkeys(s.ssrc for s in rm.ssrc if s.ssrc not in rtx)) if rm else ()
+            codecs = tuple(
+                Codec(payload_type=c.payloadType, name=c.mimeType.split("/", 1)[1].lower(),
+                      clock_rate=c.clockRate, channels=c.channels, parameters=dict(c.parameters),
+                      feedback=tuple(f"{fb.type} {fb.parameter}" if fb.parameter else fb.type
+                                     for fb in c.rtcpFeedback))
+                for c in t._codecs)
+            extensions = {e.uri: e.id for e in t._headerExtensions}
+            lines.append(MLine(index=index, mid=t.mid, kind=t.kind, direction=t.currentDirection,
+                               local_ssrc=t.sender._ssrc, local_rtx_ssrc=t.sender._rtx_ssrc,
+                               remote_ssrcs=remote_ssrcs, remote_rtx=rtx, codecs=codecs,
+                               extensions=extensions))
+        lines.sort(key=lambda m: m.index)
+        self._ssrc_mid = {}
+        for line in lines:
+            for ssrc in line.remote_ssrcs:
+                self._ssrc_mid[ssrc] = line.mid
+            for ssrc in line.remote_rtx:
+                self._ssrc_mid[ssrc] = line.mid
+            if _MID_URI in line.extensions:
+                self._mid_ext_id = line.extensions[_MID_URI]
+        return lines
+
+    # ---- receive ----
+
+    def _receive_srtp(self, data: bytes) -> None:
+        rx = self._rx
+        try:
+            if 192 <= data[1] <= 223:
+                self._deliver_rtcp(rx.unprotect_rtcp(data))
+            else:
+                self._deliver_rtp(rx.unprotect(data), time.monotonic())
+        except Exception:  # pylibsrtp.Error (replay, auth): drop, like aiortc does
+            self.rx_errors += 1
+
+    def _deliver_rtp(self, packet: bytes, arrival: float) -> None:
+        self.rx_packets += 1
+        handler = self.on_rtp
+        if handler is None or len(packet) < 12:
+            return
+        ssrc = _SSRC.unpack_from(packet, 8)[0]
+        try:
+            mid = self._ssrc_mid[ssrc]
+        except KeyError:
+            mid = self._ssrc_mid[ssrc] = _mid_from_extension(packet, self._mid_ext_id)
+        try:
+            handler(packet, mid, arrival)
+        except Exception:
+            log.exception("RTP handler failed")
+
+    def _deliver_rtcp(self, packet: bytes) -> None:
+        handler = self.on_rtcp
+        if handler is None:
+            return
+        try:
+            handler(packet)
+        except Exception:
+            log.exception("RTCP handler failed")
+
+    # ---- send ----
+
+    def _select_pair(self, pair: Any) -> None:
+        """Cache the nominated pair's socket (aioice may nominate a new one)."""
+        self._pair = pair
+        self._sendto = self._write_backlog = self._addr = None
+        if pair is None:
+            return
+        protocol = pair.protocol
+        if isinstance(protocol, aioice.ice.StunProtocol) and not hasattr(protocol, "peer_to_channel"):
+            transport = protocol.transport
+            self._sendto = transport.sendto
+            self._write_backlog = transport.get_write_buffer_size
+            self._addr = pair.remote_addr
+        else:
+            log.warning("the selected ICE pair is relayed (TURN): the SFU's packet sender supports "
+                        "host and server-reflexive pairs only; configure candidate_addresses instead")
+
+    def _send(self, protect: Callable[[bytes], bytes], packet: bytes) -> bool:
+        dtls = self._dtls
+        if self._tx is None or dtls is None:
+            self.tx_dropped += 1
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is not self._pair:
+            self._select_pair(pair)
+        sendto = self._sendto
+        if sendto is None or self._write_backlog() > self.max_backlog:  # type: ignore[misc]
+            self.tx_dropped += 1
+            return False
+        try:
+            sendto(protect(packet), self._addr)  # type: ignore[arg-type]
+        except Exception:  # pylibsrtp.Error on a malformed packet, OSError on a closed socket
+            self.tx_dropped += 1
+            return False
+        self.tx_packets += 1
+        return True
+
+    def send_rtp(self, packet: bytes) -> bool:
+        """SRTP-protect and send one RTP packet now.  False: dropped (not connected, backlog)."""
+        tx = self._tx
+        return self._send(tx.protect if tx is not None else _never, packet)
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """SRTCP-protect and send one (compound) RTCP packet now."""
+        tx = self._tx
+        return self._send(tx.protect_rtcp if tx is not None else _never, packet)
+
+    # ---- ICE ----
+
+    async def add_ice_candidate(self, candidate: dict[str, Any] | None) -> None:
+        """Trickle ICE from a browser ``RTCIceCandidate.toJSON()`` dict; None or an empty
+        candidate string = end of candidates.  mDNS ``.local`` candidates are ignored.  Bundled:
+        every candidate is applied to the one transport, whatever m-line it names."""
+        if self._closed:
+            return
+        line = (candidate or {}).get("candidate") or ""
+        if not line:
+            await self.pc.addIceCandidate(None)
+            return
+        if line.startswith("a="):
+            line = line[2:]
+        if line.startswith("candidate:"):
+            line = line[len("candidate:"):]
+        if _is_mdns_candidate(line):
+            return
+        parsed = aiortc_sdp.candidate_from_sdp(line)
+        transceivers = self.pc.getTransceivers()
+        if not transceivers:
+            raise ValueError("no media lines yet: apply the offer before its candidates")
+        primary = next((t for t in transceivers if not t._bundled), transceivers[0])
+        parsed.sdpMid = primary.mid
+        parsed.sdpMLineIndex = primary._get_mline_index()
+        await self.pc.addIceCandidate(parsed)
+
+    def local_candidates(self) -> list[str]:
+        """``candidate:...`` strings of the gathered local candidates (for trickling them)."""
+        if self._dtls is None:
+            return []
+        return ["candidate:" + aiortc_sdp.candidate_to_sdp(c)
+                for c in self._dtls.transport.iceGatherer.getLocalCandidates()]
+
+    async def close(self) -> None:
+        """Close the peer connection (ICE sockets, DTLS); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._rx = self._tx = None
+        self.on_rtp = None
+        self.on_rtcp = None
+        await self.pc.close()
+
+
+_SSRC = struct.Struct("!I")
+
+
+def _never(packet: bytes) -> bytes:
+    raise ConnectionError("not connected")
+
+
+def _mid_from_extension(packet: bytes, ext_id: int | None) -> str | None:
+    """The RFC 8843 MID from an RTP header extension (one- or two-byte form), or None."""
+    if ext_id is None or not packet[0] & 0x10:
+        return None
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if len(packet) < offset + 4:
+        return None
+    profile, words = struct.unpack_from("!HH", packet, offset)
+    pos, end = offset + 4, min(len(packet), offset + 4 + 4 * words)
+    if profile == 0xBEDE:
+        while pos < end:
+            byte = packet[pos]
+            if byte == 0:
+                pos += 1
+                continue
+            eid, length = byte >> 4, (byte & 0x0F) + 1
+            if eid == 15:
+                break
+            if eid == ext_id:
+                return packet[pos + 1:pos + 1 + length].decode("ascii", "replace")
+            pos += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while pos + 1 < end:
+            eid = packet[pos]
+            if eid == 0:
+                pos += 1
+                continue
+            length = packet[pos + 1]
+            if eid == ext_id:
+                return packet[pos + 2:pos + 2 + length].decode("ascii", "replace")
+            pos += 2 + length
+    return None

@@ -1,0 +1,316 @@
+"""media/rtc_adapter.py: the aiortc/aioice hooks.
+
+Two layers: pin checks that fail with the name of the private attribute an aiortc/aioice
+upgrade moved, and real aiortc peer connections over 127.0.0.1 using the adapter on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import struct
+import threading
+from importlib.metadata import version
+
+import aioice
+import aioice.ice
+import aioice.turn
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription, rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
+from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtcpeerconnection import RTCRtpTransceiver
+from aiortc.rtp import RtpPacket
+
+from media.rtc_adapter import (IcePolicy, MLine, PacketPeer, configure_ice, is_rtcp, rtc_configuration,
+                               strip_mdns_candidates)
+
+LOOPBACK = IcePolicy(candidate_addresses=("127.0.0.1",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pin checks: each names what moved.
+
+
+def _require_attr(obj: object, name: str, where: str) -> None:
+    assert hasattr(obj, name), (
+        f"aiortc/aioice upgrade broke media/rtc_adapter.py: {where}.{name} is gone; "
+        f"re-read the library source and move the hook")
+
+
+def test_pinned_versions_are_the_ones_the_hooks_were_written_for() -> None:
+    aiortc_v = tuple(int(x) for x in version("aiortc").split(".")[:2])
+    aioice_v = tuple(int(x) for x in version("aioice").split(".")[:2])
+    assert aiortc_v == (1, 16), f"aiortc {version('aiortc')} installed; media/rtc_adapter.py hooks 1.16.x internals"
+    assert aioice_v == (0, 13), f"aioice {version('aioice')} installed; media/rtc_adapter.py hooks 0.13.x internals"
+
+
+def test_dtls_transport_hooks_exist() -> None:
+    cls = rtcdtlstransport.RTCDtlsTransport
+    for name in ("_handle_rtp_data", "_handle_rtcp_data", "_recv_next", "_setup_srtp"):
+        _require_attr(cls, name, "aiortc.rtcdtlstransport.RTCDtlsTransport")
+    assert list(inspect.signature(cls._handle_rtp_data).parameters) == ["self", "data", "arrival_time_ms"], \
+        "RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms) changed signature"
+    assert list(inspect.signature(cls._handle_rtcp_data).parameters) == ["self", "data"], \
+        "RTCDtlsTransport._handle_rtcp_data(data) changed signature"
+    source = inspect.getsource(cls)
+    for needle in ("self._rx_srtp = Session(", "self._tx_srtp = Session(", "await self._handle_rtp_data(",
+                   "await self._handle_rtcp_data(", 'self.emit("statechange")'):
+        assert needle in source, f"RTCDtlsTransport no longer contains {needle!r}: the SRTP session hook moved"
+
+
+def test_receiver_and_sender_hooks_exist() -> None:
+    _require_attr(rtcrtpreceiver.RTCRtpReceiver, "receive", "aiortc.RTCRtpReceiver")
+    _require_attr(rtcrtpsender.RTCRtpSender, "send", "aiortc.RTCRtpSender")
+    assert "decoder_worker" in inspect.getsource(rtcrtpreceiver.RTCRtpReceiver.receive), \
+        "RTCRtpReceiver.receive no longer starts the decoder thread: check what the adapter must replace"
+    pc_source = inspect.getsource(RTCPeerConnection)
+    assert "await transceiver.receiver.receive(" in pc_source and "await transceiver.sender.send(" in pc_source, \
+        "RTCPeerConnection no longer starts receivers/senders via receiver.receive / sender.send"
+    for name in ("_get_mline_index", "_codecs", "_headerExtensions", "_bundled"):
+        assert name in inspect.getsource(RTCRtpTransceiver), f"RTCRtpTransceiver.{name} is gone"
+    assert "self._ssrc = " in inspect.getsource(rtcrtpsender.RTCRtpSender.__init__), "RTCRtpSender._ssrc is gone"
+    assert "self._rtx_ssrc = " in inspect.getsource(rtcrtpsender.RTCRtpSender.__init__), "RTCRtpSender._rtx_ssrc is gone"
+
+
+def test_aioice_hooks_exist() -> None:
+    _require_attr(aioice.ice, "StunProtocol", "aioice.ice")
+    _require_attr(aioice.ice, "server_reflexive_candidate", "aioice.ice")
+    _require_attr(aioice.ice.StunProtocol, "datagram_received", "aioice.ice.StunProtocol")
+    _require_attr(aioice.turn, "TurnClientMixin", "aioice.turn")
+    assert "peer_to_channel" in inspect.getsource(aioice.turn), "aioice TURN protocols lost peer_to_channel"
+    params = list(inspect.signature(aioice.ice.Connection.get_component_candidates).parameters)
+    assert params[:3] == ["self", "component", "addresses"], \
+        f"aioice.ice.Connection.get_component_candidates(component, addresses, ...) changed: {params}"
+    gather = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    assert "self.get_component_candidates(" in gather, "Connection.gather_candidates no longer calls get_component_candidates"
+    init = inspect.getsource(aioice.ice.Connection.__init__)
+    for name in ("self._nominated", "self._protocols", "self._transport_policy", "self.stun_server"):
+        assert name in init, f"aioice.ice.Connection lost {name}"
+    assert "self._connection = Connection(" in inspect.getsource(RTCIceGatherer.__init__), \
+        "aiortc.RTCIceGatherer._connection (the aioice Connection) is gone"
+    assert "self.receiver.data_received(" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_rtc_configuration_never_uses_a_default_stun_server() -> None:
+    assert rtc_configuration().iceServers == []
+    cfg = rtc_configuration([{"urls": ["turn:turn.example:3478"], "username": "u", "credential": "p"}])
+    assert cfg.iceServers is not None and cfg.iceServers[0].username == "u"
+
+
+def test_strip_mdns_candidates() -> None:
+    sdp = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+           "a=candidate:1 1 udp 2122260223 4f3c1a2e-1111-2222-3333-444455556666.local 54321 typ host\r\n"
+           "a=candidate:2 1 udp 2122260223 127.0.0.1 54322 typ host\r\n")
+    out = strip_mdns_candidates(sdp)
+    assert ".local" not in out and "127.0.0.1 54322" in out and out.endswith("\r\n")
+
+
+def test_is_rtcp() -> None:
+    assert is_rtcp(bytes([0x81, 200, 0, 6])) and is_rtcp(bytes([0x81, 206, 0, 2]))
+    assert not is_rtcp(bytes([0x80, 96, 0, 1])) and not is_rtcp(bytes([0x80, 0xE0, 0, 1]))
+
+
+def test_configure_ice_spelling() -> None:
+    assert configure_ice(["127.0.0.1"], "", (0, 0)) == LOOPBACK
+
+
+# ---------------------------------------------------------------------------------------------
+# Real peers over loopback
+
+
+def rtp(ssrc: int, seq: int, ts: int, pt: int = 96, payload: bytes = b"\x10" + b"x" * 200, marker: bool = False) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq, ts, ssrc) + payload
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.rtp: list[tuple[bytes, str | None]] = []
+        self.rtcp: list[bytes] = []
+        self.event = asyncio.Event()
+
+    def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
+        self.rtp.append((packet, mid))
+        self.event.set()
+
+    def on_rtcp(self, packet: bytes) -> None:
+        self.rtcp.append(packet)
+        self.event.set()
+
+    async def wait_for(self, predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+        async def loop() -> None:
+            while not predicate():
+                self.event.clear()
+                await self.event.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def connect_pair(offer_policy: IcePolicy = LOOPBACK, answer_policy: IcePolicy = LOOPBACK):  # type: ignore[no-untyped-def]
+    client_c, server_c = Collector(), Collector()
+    client = PacketPeer(RTCPeerConnection(rtc_configuration()), offer_policy,
+                        on_rtp=client_c.on_rtp, on_rtcp=client_c.on_rtcp)
+    server = PacketPeer(RTCPeerConnection(rtc_configuration()), answer_policy,
+                        on_rtp=server_c.on_rtp, on_rtcp=server_c.on_rtcp)
+    client.pc.addTransceiver("audio", direction="sendrecv")
+    client.pc.addTransceiver("video", direction="sendrecv")
+    client.pc.addTransceiver("video", direction="recvonly")
+    client.attach()
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    await server.pc.setRemoteDescription(RTCSessionDescription(strip_mdns_candidates(client.pc.localDescription.sdp), "offer"))
+    for t in server.pc.getTransceivers():
+        t.direction = "sendrecv"
+    server.attach()
+    await server.pc.setLocalDescription(await server.pc.createAnswer())
+    await client.pc.setRemoteDescription(server.pc.localDescription)
+    await asyncio.gather(client.wait_connected(10), server.wait_connected(10))
+    return client, server, client_c, server_c
+
+
+def _candidate_hosts(sdp: str) -> set[str]:
+    return {line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_loopback_packets_both_ways_without_decoding_or_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = []
+    original_parse = RtpPacket.parse
+    monkeypatch.setattr(RtpPacket, "parse", classmethod(lambda cls, *a, **k: parsed.append(1) or original_parse(*a, **k)))
+    client, server, client_c, server_c = await connect_pair()
+    try:
+        assert _candidate_hosts(server.pc.localDescription.sdp) == {"127.0.0.1"}
+        s_lines, c_lines = server.negotiated(), client.negotiated()
+        assert [m.mid for m in s_lines] == ["0", "1", "2"]
+        assert [m.direction for m in s_lines] == ["sendrecv", "sendrecv", "sendonly"]
+        assert [m.direction for m in c_lines] == ["sendrecv", "sendrecv", "recvonly"]
+        # the SSRCs each side sends with are the ones the other side's SDP learnt
+        assert s_lines[1].remote_ssrcs == (c_lines[1].local_ssrc,)
+        assert c_lines[2].remote_ssrcs == (s_lines[2].local_ssrc,)
+        assert s_lines[1].codec("vp8") is not None and s_lines[0].codec("opus") is not None
+
+        vp8 = s_lines[1].codec("vp8").payload_type  # type: ignore[union-attr]
+        for seq in range(20):
+            assert client.send_rtp(rtp(c_lines[1].local_ssrc, seq, seq * 3000, vp8))
+        await server_c.wait_for(lambda: len(server_c.rtp) == 20)
+        assert {mid for _, mid in server_c.rtp} == {"1"}
+        assert [struct.unpack_from("!H", p, 2)[0] for p, _ in server_c.rtp] == list(range(20))
+        assert server_c.rtp[5][0] == rtp(c_lines[1].local_ssrc, 5, 15000, vp8)
+
+        for seq in range(10):
+            assert server.send_rtp(rtp(s_lines[2].local_ssrc, seq, seq * 3000, vp8))
+        await client_c.wait_for(lambda: len(client_c.rtp) == 10)
+        assert {mid for _, mid in client_c.rtp} == {"2"}
+
+        pli = struct.pack("!BBHII", 0x81, 206, 2, s_lines[1].local_ssrc, c_lines[1].local_ssrc)
+        assert server.send_rtcp(pli)
+        await client_c.wait_for(lambda: pli in client_c.rtcp)
+
+        assert parsed == [], "RtpPacket.parse ran on the packet path"
+        assert not [t.name for t in threading.enumerate() if t.name.endswith("-decoder")], "a decoder thread started"
+    finally:
+        await client.close()
+        await server.close()
+    assert not server.send_rtp(rtp(1, 1, 1))
+
+
+async def test_unknown_ssrc_is_mapped_by_the_mid_header_extension() -> None:
+    client, server, _client_c, server_c = await connect_pair()
+    try:
+        lines = server.negotiated()
+        mid_id = lines[1].extensions["urn:ietf:params:rtp-hdrext:sdes:mid"]
+        ext = struct.pack("!HH", 0xBEDE, 1) + bytes([(mid_id << 4) | 0, ord("1"), 0, 0])
+        packet = struct.pack("!BBHII", 0x90, 96, 7, 700, 0x12345678) + ext + b"payload"
+        assert client.send_rtp(packet)
+        await server_c.wait_for(lambda: len(server_c.rtp) == 1)
+        assert server_c.rtp[0] == (packet, "1")
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_trickled_candidates_connect_and_mdns_ones_are_ignored() -> None:
+    client = PacketPeer(RTCPeerConnection(rtc_configuration()), LOOPBACK)
+    server_c = Collector()
+    server = PacketPeer(RTCPeerConnection(rtc_configuration()), LOOPBACK, on_rtp=server_c.on_rtp)
+    try:
+        client.pc.addTransceiver("audio", direction="sendrecv")
+        client.attach()
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        bare = "\r\n".join(line for line in client.pc.localDescription.sdp.split("\r\n")
+                            if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+        await server.pc.setRemoteDescription(RTCSessionDescription(bare, "offer"))
+        server.attach()
+        await server.pc.setLocalDescription(await server.pc.createAnswer())
+        await client.pc.setRemoteDescription(server.pc.localDescription)
+        await server.add_ice_candidate({"candidate": "candidate:1 1 udp 2122260223 abcd.local 5000 typ host",
+                                        "sdpMid": "0", "sdpMLineIndex": 0})
+        connection = server.pc.getTransceivers()[0].receiver.transport.transport.iceGatherer._connection
+        assert connection.remote_candidates == []
+        for candidate in client.local_candidates():
+            # a browser may name any bundled m-line
+            await server.add_ice_candidate({"candidate": candidate, "sdpMid": "7", "sdpMLineIndex": 7})
+        await server.add_ice_candidate(None)
+        assert [c.host for c in connection.remote_candidates] == ["127.0.0.1"]
+        await asyncio.gather(client.wait_connected(10), server.wait_connected(10))
+        ssrc = client.negotiated()[0].local_ssrc
+        assert client.send_rtp(rtp(ssrc, 1, 1, 111))
+        await server_c.wait_for(lambda: len(server_c.rtp) == 1)
+    finally:
+        await client.close()
+        await server.close()
+
+
+def _free_port_range(width: int) -> tuple[int, int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    low = min(port, 65535 - width)
+    return low, low + width
+
+
+async def test_port_range_and_announced_address_shape_the_candidates() -> None:
+    low, high = _free_port_range(20)
+    pc = RTCPeerConnection(rtc_configuration())
+    peer = PacketPeer(pc, IcePolicy(("127.0.0.1",), announced_address="203.0.113.7", port_min=low, port_max=high))
+    try:
+        pc.addTransceiver("audio", direction="sendrecv")
+        peer.attach()
+        await pc.setLocalDescription(await pc.createOffer())
+        candidates = [line.split() for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
+        assert candidates and {c[4] for c in candidates} == {"203.0.113.7"}
+        assert all(low <= int(c[5]) <= high for c in candidates)
+    finally:
+        await peer.close()
+
+
+async def test_default_policy_offers_the_hosts_interfaces_without_loopback() -> None:
+    pc = RTCPeerConnection(rtc_configuration())
+    peer = PacketPeer(pc, IcePolicy())
+    try:
+        pc.addTransceiver("audio", direction="sendrecv")
+        peer.attach()
+        await pc.setLocalDescription(await pc.createOffer())
+        expected = set(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True))
+        assert _candidate_hosts(pc.localDescription.sdp) == expected
+    finally:
+        await peer.close()
+
+
+async def test_attach_refuses_an_unbundled_peer_connection() -> None:
+    from aiortc import RTCBundlePolicy, RTCConfiguration
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.BALANCED))
+    try:
+        pc.addTransceiver("audio")
+        pc.addTransceiver("video")
+        with pytest.raises(ValueError, match="bundled"):
+            PacketPeer(pc, LOOPBACK).attach()
+    finally:
+        await pc.close()
+
+
+def test_mline_helpers() -> None:
+    line = MLine(index=0, mid="0", kind="audio", direction="sendonly", local_ssrc=1, local_rtx_ssrc=2,
+                 remote_ssrcs=(), remote_rtx={}, codecs=(), extensions={})
+    assert line.sends and not line.receives and line.codec("opus") is None
