@@ -71,6 +71,14 @@ class Translator:
     def fmt_time(self, t: dt.datetime) -> str:
         return self.local(t).strftime("%H:%M")
 
+    def fmt_range(self, start: dt.datetime, end: dt.datetime) -> str:
+        """``Thứ Hai, 24/11/2026, 14:00 – 16:00``; with the end's date when it falls on another
+        day: ``Thứ Hai, 24/11/2026, 22:00 – Thứ Ba, 25/11/2026, 01:00``."""
+        s, e = self.local(start), self.local(end)
+        if s.date() == e.date():
+            return f"{format_datetime(s, self.lang)} – {e:%H:%M}"
+        return f"{format_datetime(s, self.lang)} – {format_datetime(e, self.lang)}"
+
 
 def format_datetime(local: dt.datetime, lang: str) -> str:
     return f"{format_date(local, lang)}, {local:%H:%M}"

@@ -4,18 +4,21 @@ and the join page ``/j/{token}``.  Sets ``keys.JOIN_RESOLVER``.
 Permissions: everyone logged in reads; a system admin manages every meeting; a unit admin
 manages meetings whose chair site is in its unit's subtree; a viewer manages none.
 
-JSON API (all under the panel's auth, CSRF and error conventions):
-  GET    /api/meetings?when=upcoming|past|all&unit=ID
+JSON API (all under the panel's auth, CSRF and error conventions; described for machines in
+``web/openapi.json``, served at /api/openapi.json):
+  GET    /api/meetings?when=upcoming|past|all&unit=ID&page=N&limit=N   (web/meeting_lists.py)
   POST   /api/meetings                      body: see ``parse_meeting``
   GET    /api/meetings/{id}                 with occurrences and join links
   PATCH  /api/meetings/{id}                 the series (same body, every field optional)
   PATCH  /api/meetings/{id}?occurrence=T    move one occurrence: {"start": ..., "end": ...}
   DELETE /api/meetings/{id}[?occurrence=T]  cancel the series, or one occurrence
   POST   /api/meetings/{id}/links/{unit}/revoke | /reissue
-  GET    /api/calendar?start=YYYY-MM-DD&end=YYYY-MM-DD
+  GET    /api/calendar?start=YYYY-MM-DD&end=YYYY-MM-DD[&unit=ID]
   GET    /meetings/{id}.ics
-Times in bodies are local wall-clock times in ``general.timezone`` ("2026-11-24T14:00");
-occurrence ids ``T`` are the original start in UTC ("2026-11-24T07:00:00Z").
+Times in bodies are local wall-clock dates and times in ``general.timezone``
+("2026-11-24T14:00"); the end may fall on a later day than the start (a meeting crossing
+midnight), up to ``schedule.MAX_DURATION`` after it.  Occurrence ids ``T`` are the original
+start in UTC ("2026-11-24T07:00:00Z").
 
 Editing the series' start keeps each cancelled/moved occurrence on the same (n-th) occurrence;
 changing its rule drops them (``rekeyed_exceptions``).  Dropping a site revokes its link;
@@ -35,15 +38,15 @@ from aiohttp import web
 
 from lienthong.store.meetings import Meeting
 from lienthong.store.web import Account, Unit, now_utc, parse_utc, utc_text
-from web import auth, keys
+from web import auth, keys, meeting_lists
 from web.audit import audit
 from web.errors import ApiError
 from web.ics import IcsMeeting, meeting_ics
 from web.joinlinks import StoreJoinResolver
 from web.joins import JoinRefused
 from web.panel import render, tr
-from web.recurrence import DAYS, Recurrence, RecurrenceError, occurrence_starts
-from web.schedule import occurrences, occurrences_between, recurrence_of
+from web.recurrence import DAYS, Occurrence, MAX_OCCURRENCES, Recurrence, RecurrenceError, occurrence_starts, too_many_occurrences
+from web.schedule import MAX_DURATION, occurrences, occurrences_between, recurrence_of, span
 from web.tokens import load_or_create_secret
 from web.units import subtree, tree_rows
 
@@ -56,6 +59,15 @@ def _tz(request: web.Request) -> zoneinfo.ZoneInfo:
 
 def _bad(detail: str) -> ApiError:
     return ApiError(400, "bad_meeting", "meetings.bad", detail=detail)
+
+
+def check_times(start: dt.datetime, end: dt.datetime) -> None:
+    """A meeting's (or one occurrence's) times: the end after the start, at most MAX_DURATION
+    later; the end may be on the next day."""
+    if end <= start:
+        raise ApiError(400, "bad_meeting", "meetings.end_before_start")
+    if end - start > MAX_DURATION:
+        raise ApiError(400, "bad_meeting", "meetings.too_long", hours=int(MAX_DURATION.total_seconds() // 3600))
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -115,10 +127,7 @@ def parse_meeting(body: dict[str, Any], tz: zoneinfo.ZoneInfo, units: list[Unit]
     end = _local(body["end"], tz, "end") if "end" in body else (previous.end if previous else None)
     if start is None or end is None:
         raise _bad("start, end")
-    if end <= start:
-        raise _bad("end after start")
-    if end - start > dt.timedelta(hours=24):
-        raise _bad("a meeting lasts 24 hours at most")
+    check_times(start, end)
     chair = body.get("chair", previous.chair_unit_id if previous else None)
     if chair not in by_id:
         raise _bad(f"chair: a unit id, got {chair!r}")
@@ -156,6 +165,8 @@ def parse_meeting(body: dict[str, Any], tz: zoneinfo.ZoneInfo, units: list[Unit]
         rrule = _parse_recurrence(body["recurrence"], tz)
     else:
         rrule = previous.rrule if previous else ""
+    if rrule and too_many_occurrences(start, Recurrence.parse(rrule, tz), tz):
+        raise ApiError(400, "bad_meeting", "meetings.too_many", n=MAX_OCCURRENCES)
     return MeetingInput(title, agenda, start, end, str(chair), sites, pin, rrule)
 
 
@@ -175,11 +186,14 @@ def _parse_recurrence(value: Any, tz: zoneinfo.ZoneInfo) -> str:
 
 
 def form_to_body(form: Any) -> dict[str, Any]:
-    """The create/edit form's fields, in parse_meeting's shape."""
+    """The create/edit form's fields, in parse_meeting's shape.  Start and end each have a date
+    (the end's defaults to the start's; ``date`` is the older single-date form)."""
+    start_date = form.get("start_date") or form.get("date", "")
+    end_date = form.get("end_date") or start_date
     body: dict[str, Any] = {
         "title": form.get("title", ""), "agenda": form.get("agenda", ""),
-        "start": f"{form.get('date', '')}T{form.get('start_time', '')}",
-        "end": f"{form.get('date', '')}T{form.get('end_time', '')}",
+        "start": f"{start_date}T{form.get('start_time', '')}",
+        "end": f"{end_date}T{form.get('end_time', '')}",
         "chair": form.get("chair", ""), "sites": form.getall("sites", []),
         "observers": form.getall("observers", []), "all_provincial": form.get("all_provincial") == "on",
         "children_of": [p for p in form.getall("children_of", []) if p], "pin": form.get("pin", ""),
@@ -238,17 +252,24 @@ def _occ_id(t: dt.datetime) -> str:
     return utc_text(t)
 
 
-def meeting_json(m: Meeting, tz: zoneinfo.ZoneInfo) -> dict[str, Any]:
-    def local(t: dt.datetime) -> str:
-        return t.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+def _local_text(t: dt.datetime, tz: zoneinfo.ZoneInfo) -> str:
+    return t.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
 
-    return {"id": m.id, "title": m.title, "agenda": m.agenda, "start": local(m.start), "end": local(m.end),
-            "timezone": m.timezone, "rrule": m.rrule or None, "chair": m.chair_unit_id, "status": m.status,
-            "sequence": m.sequence, "pin": bool(m.pin_hash),
-            "sites": [{"unit": u, "role": r} for u, r in sorted(m.sites.items())],
-            "occurrences": [{"id": _occ_id(o.original_start), "start": local(o.start), "end": local(o.end),
-                             "moved": o.overridden} for o in occurrences(m)],
-            "cancelled_occurrences": sorted(_occ_id(t) for t in m.cancelled_occurrences)}
+
+def occurrence_json(o: Occurrence, tz: zoneinfo.ZoneInfo) -> dict[str, Any]:
+    return {"id": _occ_id(o.original_start), "start": _local_text(o.start, tz), "end": _local_text(o.end, tz),
+            "moved": o.overridden}
+
+
+def meeting_json(m: Meeting, tz: zoneinfo.ZoneInfo, *, with_occurrences: bool = True) -> dict[str, Any]:
+    out = {"id": m.id, "title": m.title, "agenda": m.agenda, "start": _local_text(m.start, tz),
+           "end": _local_text(m.end, tz), "timezone": m.timezone, "rrule": m.rrule or None, "chair": m.chair_unit_id,
+           "status": m.status, "sequence": m.sequence, "pin": bool(m.pin_hash),
+           "sites": [{"unit": u, "role": r} for u, r in sorted(m.sites.items())],
+           "cancelled_occurrences": sorted(_occ_id(t) for t in m.cancelled_occurrences)}
+    if with_occurrences:
+        out["occurrences"] = [occurrence_json(o, tz) for o in occurrences(m)]
+    return out
 
 
 async def _pin_hash(pin: str | None) -> str:
@@ -264,7 +285,7 @@ async def _create(request: web.Request, body: dict[str, Any]) -> Meeting:
     meeting_id = await store.meetings.create(
         title=data.title, agenda=data.agenda, start=data.start, end=data.end,
         timezone=request.app[keys.CONFIG].general.timezone, rrule=data.rrule, chair_unit_id=data.chair,
-        sites=data.sites, pin_hash=await _pin_hash(data.pin), created_by=user.username)
+        sites=data.sites, pin_hash=await _pin_hash(data.pin), created_by=user.username, span_of=span)
     m = await store.meetings.get(meeting_id)
     assert m is not None
     await audit(request, "meeting.create", f"meeting:{m.id}", {"title": m.title, "sites": len(m.sites),
@@ -282,7 +303,7 @@ async def _update_series(request: web.Request, m: Meeting, body: dict[str, Any])
     if data.pin is not None:
         fields["pin_hash"] = await _pin_hash(data.pin)
     await store.meetings.update(m.id, sites=data.sites, exceptions=rekeyed_exceptions(m, data.start, data.rrule),
-                                **fields)
+                                span_of=span, **fields)
     await audit(request, "meeting.update", f"meeting:{m.id}", {"fields": sorted(body)})
     updated = await store.meetings.get(m.id)
     assert updated is not None
@@ -327,9 +348,9 @@ async def _move_occurrence(request: web.Request, m: Meeting, occ: str, body: dic
     if set(body) - {"start", "end"}:
         raise _bad("one occurrence: only start and end change")
     start, end = _local(body.get("start"), _tz(request), "start"), _local(body.get("end"), _tz(request), "end")
-    if end <= start:
-        raise _bad("end after start")
-    await request.app[keys.STORE].meetings.set_exception(m.id, original, cancelled=False, start=start, end=end)
+    check_times(start, end)
+    await request.app[keys.STORE].meetings.set_exception(m.id, original, cancelled=False, start=start, end=end,
+                                                         span_of=span)
     await audit(request, "meeting.occurrence.move", f"meeting:{m.id}", {"occurrence": occ, "start": utc_text(start)})
 
 
@@ -338,10 +359,10 @@ async def _cancel(request: web.Request, m: Meeting, occ: str | None) -> None:
     store = request.app[keys.STORE]
     if occ:
         original = _find_occurrence(m, occ)
-        await store.meetings.set_exception(m.id, original, cancelled=True)
+        await store.meetings.set_exception(m.id, original, cancelled=True, span_of=span)
         await audit(request, "meeting.occurrence.cancel", f"meeting:{m.id}", {"occurrence": occ})
     else:
-        await store.meetings.update(m.id, status="cancelled")
+        await store.meetings.update(m.id, status="cancelled", span_of=span)
         await audit(request, "meeting.cancel", f"meeting:{m.id}")
 
 
@@ -364,22 +385,33 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _classify(m: Meeting, now: dt.datetime) -> str:
-    if m.status == "cancelled":
-        return "past" if all(o.end < now for o in occurrences(m)) else "cancelled"
-    return "upcoming" if any(o.end >= now for o in occurrences(m)) else "past"
+async def _unit_ids(request: web.Request) -> list[str] | None:
+    """The ``unit`` filter: that unit's subtree (a meeting matches when it invites one of them)."""
+    unit = request.query.get("unit") or None
+    if unit is None:
+        return None
+    return sorted(subtree(await request.app[keys.STORE].web.units(), unit))
 
 
-async def _filtered(request: web.Request, when: str, unit: str | None) -> list[Meeting]:
-    store = request.app[keys.STORE]
-    meetings = await store.meetings.all()
-    now = now_utc()
-    if unit:
-        ids = subtree(await store.web.units(), unit)
-        meetings = [m for m in meetings if ids & set(m.sites)]
-    if when in ("upcoming", "past"):
-        meetings = [m for m in meetings if _classify(m, now) == when or (when == "upcoming" and _classify(m, now) == "cancelled")]
-    return meetings
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise _bad(f"{name}: a number {low} to {high}") from None
+    if not low <= value <= high:
+        raise _bad(f"{name}: a number {low} to {high}")
+    return value
+
+
+LIST_LIMIT = 50
+MAX_PAGE = 10_000
+
+
+async def _list_page(request: web.Request, when: str, limit: int) -> tuple[list[meeting_lists.Listed], int, bool]:
+    page = _int_query(request, "page", 1, 1, MAX_PAGE)
+    rows, more = await meeting_lists.page(request.app[keys.STORE].meetings, when, now_utc(),
+                                          unit_ids=await _unit_ids(request), page=page, limit=limit)
+    return rows, page, more
 
 
 # -- API -----------------------------------------------------------------------------------------
@@ -387,11 +419,15 @@ async def _filtered(request: web.Request, when: str, unit: str | None) -> list[M
 @auth.require()
 async def api_list(request: web.Request) -> web.Response:
     when = request.query.get("when", "upcoming")
-    if when not in ("upcoming", "past", "all"):
+    if when not in meeting_lists.WHENS:
         raise _bad("when: upcoming, past or all")
     tz = _tz(request)
-    meetings = await _filtered(request, when, request.query.get("unit") or None)
-    return web.json_response({"meetings": [meeting_json(m, tz) for m in meetings]})
+    limit = _int_query(request, "limit", LIST_LIMIT, 1, 200)
+    rows, page, more = await _list_page(request, when, limit)
+    return web.json_response({
+        "meetings": [{**meeting_json(r.meeting, tz, with_occurrences=False),
+                      "occurrence": occurrence_json(r.occurrence, tz) if r.occurrence else None} for r in rows],
+        "page": page, "limit": limit, "has_more": more})
 
 
 @auth.require("system_admin", "unit_admin")
@@ -437,25 +473,40 @@ async def api_link(request: web.Request) -> web.Response:
     return web.json_response({"links": await _links_json(request, m)})
 
 
+def days_touched(o: Occurrence, tz: zoneinfo.ZoneInfo) -> list[dt.date]:
+    """The local days an occurrence takes place on (two for 22:00-01:00; an end at midnight
+    does not touch the next day)."""
+    first = o.start.astimezone(tz).date()
+    last = (o.end - dt.timedelta(microseconds=1)).astimezone(tz).date()
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+async def calendar_occurrences(request: web.Request, first: dt.date, last: dt.date) -> list[tuple[Occurrence, Meeting]]:
+    """Occurrences overlapping the local days [first, last), of meetings selected in SQL."""
+    tz = _tz(request)
+    start = dt.datetime.combine(first, dt.time(), tz)
+    end = dt.datetime.combine(last, dt.time(), tz)
+    out = []
+    for m in await request.app[keys.STORE].meetings.overlapping(start, end, unit_ids=await _unit_ids(request)):
+        out.extend((o, m) for o in occurrences_between(m, start, end))
+    return sorted(out, key=lambda i: (i[0].start, i[1].id))
+
+
 @auth.require()
 async def api_calendar(request: web.Request) -> web.Response:
     tz = _tz(request)
     try:
-        start = dt.datetime.combine(dt.date.fromisoformat(request.query["start"]), dt.time(), tz)
-        end = dt.datetime.combine(dt.date.fromisoformat(request.query["end"]), dt.time(), tz)
+        first = dt.date.fromisoformat(request.query["start"])
+        last = dt.date.fromisoformat(request.query["end"])
     except (KeyError, ValueError):
         raise _bad("start, end: YYYY-MM-DD") from None
-    if not start < end <= start + dt.timedelta(days=62):
+    if not first < last <= first + dt.timedelta(days=62):
         raise _bad("end after start, 62 days at most")
-    items = []
-    for m in await request.app[keys.STORE].meetings.all():
-        if m.status == "cancelled":
-            continue
-        for o in occurrences_between(m, start, end):
-            items.append({"meeting": m.id, "title": m.title, "occurrence": _occ_id(o.original_start),
-                          "start": o.start.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
-                          "end": o.end.astimezone(tz).strftime("%Y-%m-%dT%H:%M")})
-    return web.json_response({"occurrences": sorted(items, key=lambda i: i["start"])})
+    items = [{"meeting": m.id, "title": m.title, "occurrence": _occ_id(o.original_start),
+              "start": _local_text(o.start, tz), "end": _local_text(o.end, tz),
+              "days": [d.isoformat() for d in days_touched(o, tz)]}
+             for o, m in await calendar_occurrences(request, first, last)]
+    return web.json_response({"occurrences": items})
 
 
 @auth.require()
@@ -486,16 +537,10 @@ async def list_page(request: web.Request) -> web.Response:
     when = when if when in ("upcoming", "past") else "upcoming"
     unit = request.query.get("unit") or None
     store = request.app[keys.STORE]
-    meetings = await _filtered(request, when, unit)
-    now = now_utc()
-    rows = []
-    for m in meetings:
-        occ = occurrences(m)
-        nxt = next((o for o in occ if o.end >= now), occ[-1] if occ else None)
-        rows.append((m, nxt))
-    rows.sort(key=lambda r: r[1].start if r[1] else r[0].start, reverse=(when == "past"))
+    listed, page, more = await _list_page(request, when, LIST_LIMIT)
+    rows = [(r.meeting, r.occurrence) for r in listed]
     units = await store.web.units()
-    return render(request, "meetings_list.html", {"rows": rows, "when": when, "unit": unit,
+    return render(request, "meetings_list.html", {"rows": rows, "when": when, "unit": unit, "page": page, "more": more,
                                                   "unit_rows": tree_rows(units),
                                                   "names": {u.id: u.display_name(tr(request).lang) for u in units}})
 
@@ -503,13 +548,14 @@ async def list_page(request: web.Request) -> web.Response:
 async def _form_context(request: web.Request, m: Meeting | None, error: str, body: dict[str, Any] | None) -> dict[str, Any]:
     units = await request.app[keys.STORE].web.units()
     tz = _tz(request)
-    values: dict[str, Any] = {"title": "", "agenda": "", "date": "", "start_time": "14:00", "end_time": "16:00",
+    values: dict[str, Any] = {"title": "", "agenda": "", "start_date": "", "start_time": "14:00", "end_date": "",
+                              "end_time": "16:00",
                               "chair": "", "sites": [], "observers": [], "freq": "", "interval": 1, "count": "",
                               "until": "", "byday": [], "end_kind": "count"}
     if m is not None:
         s, e = m.start.astimezone(tz), m.end.astimezone(tz)
-        values.update(title=m.title, agenda=m.agenda, date=s.strftime("%Y-%m-%d"), start_time=s.strftime("%H:%M"),
-                      end_time=e.strftime("%H:%M"), chair=m.chair_unit_id,
+        values.update(title=m.title, agenda=m.agenda, start_date=s.strftime("%Y-%m-%d"), start_time=s.strftime("%H:%M"),
+                      end_date=e.strftime("%Y-%m-%d"), end_time=e.strftime("%H:%M"), chair=m.chair_unit_id,
                       sites=[u for u, r in m.sites.items() if r == "site"],
                       observers=[u for u, r in m.sites.items() if r == "observer"])
         if m.rrule:
@@ -520,9 +566,13 @@ async def _form_context(request: web.Request, m: Meeting | None, error: str, bod
     if body is not None:  # re-show what was typed after an error
         for k in ("title", "agenda", "chair", "sites", "observers"):
             values[k] = body.get(k, values[k])
+        for k in ("start", "end"):
+            date, _, time = str(body.get(k, "")).partition("T")
+            values[f"{k}_date"], values[f"{k}_time"] = date, time
     user = auth.require_user(request)
     managed = await auth.managed_units(request, user)
     return {"meeting": m, "v": values, "error": error, "unit_rows": tree_rows(units), "days": DAYS,
+            "max_hours": int(MAX_DURATION.total_seconds() // 3600),
             "chair_choices": [(d, u) for d, u in tree_rows(units) if managed is None or u.id in managed]}
 
 
@@ -595,10 +645,12 @@ async def cancel_submit(request: web.Request) -> web.StreamResponse:
 async def move_submit(request: web.Request) -> web.StreamResponse:
     m = await _meeting_or_404(request)
     form = await request.post()
-    date = form.get("date", "")
+    start_date = form.get("start_date") or form.get("date", "")
+    end_date = form.get("end_date") or start_date
     try:
         await _move_occurrence(request, m, str(form.get("occurrence", "")),
-                               {"start": f"{date}T{form.get('start_time', '')}", "end": f"{date}T{form.get('end_time', '')}"})
+                               {"start": f"{start_date}T{form.get('start_time', '')}",
+                                "end": f"{end_date}T{form.get('end_time', '')}"})
     except ApiError as e:
         if e.status != 400:
             raise
@@ -632,18 +684,27 @@ async def calendar_page(request: web.Request) -> web.Response:
         next_month = (month_start + dt.timedelta(days=32)).replace(day=1)
         last = next_month + dt.timedelta(days=(7 - next_month.weekday()) % 7)
         prev, nxt = (month_start - dt.timedelta(days=1)).replace(day=1), next_month
-    start = dt.datetime.combine(first, dt.time(), tz)
-    end = dt.datetime.combine(last, dt.time(), tz)
-    by_day: dict[dt.date, list[tuple[dt.datetime, Meeting]]] = {}
-    for m in await request.app[keys.STORE].meetings.all():
-        if m.status == "cancelled":
-            continue
-        for o in occurrences_between(m, start, end):
-            by_day.setdefault(o.start.astimezone(tz).date(), []).append((o.start, m))
+    # An occurrence is shown on every day it takes place: 22:00-01:00 on both days, the second
+    # time as a continuation ("until 01:00").
+    by_day: dict[dt.date, list[CalendarEntry]] = {}
+    for o, m in await calendar_occurrences(request, first, last):
+        for i, d in enumerate(days_touched(o, tz)):
+            if first <= d < last:
+                by_day.setdefault(d, []).append(CalendarEntry(m, o, continued=i > 0))
     days = [first + dt.timedelta(days=i) for i in range((last - first).days)]
     weeks = [days[i:i + 7] for i in range(0, len(days), 7)]
+    unit = request.query.get("unit") or None
+    units = await request.app[keys.STORE].web.units()
     return render(request, "calendar.html", {"view": view, "weeks": weeks, "by_day": by_day, "day": day,
-                                             "prev": prev, "next": nxt, "today": now_utc().astimezone(tz).date()})
+                                             "prev": prev, "next": nxt, "today": now_utc().astimezone(tz).date(),
+                                             "unit": unit, "unit_rows": tree_rows(units)})
+
+
+@dataclass
+class CalendarEntry:
+    meeting: Meeting
+    occurrence: Occurrence
+    continued: bool  # a day after the occurrence's first
 
 
 # -- the join page --------------------------------------------------------------------------------
@@ -697,7 +758,15 @@ async def _link_info(request: web.Request, token: str) -> dict[str, Any] | None:
             "start": occ.start if occ else m.start, "end": occ.end if occ else m.end}
 
 
+async def recompute_spans(app: web.Application) -> None:
+    """At start-up: the exact span of meetings written before spans were kept."""
+    repo = app[keys.STORE].meetings
+    for m in await repo.spans_to_recompute():
+        await repo.set_span(m.id, span(m))
+
+
 def setup(app: web.Application) -> None:
+    app.on_startup.append(recompute_spans)
     config = app[keys.CONFIG]
     secret = load_or_create_secret(config.state_path / "secrets" / "join-token.key")
     resolver = StoreJoinResolver(app[keys.STORE], secret, config)

@@ -2,7 +2,7 @@
 
 ``setup(app)`` installs, for every route of every area:
 - templates (Jinja2 through aiohttp-jinja2, ``web/templates``; ``base.html`` is the layout)
-  with ``t``, ``fmt_datetime``, ``fmt_date``, ``csrf_token``, ``user``, ``lang`` in context;
+  with ``t``, ``fmt_datetime``, ``fmt_date``, ``fmt_time``, ``fmt_range``, ``csrf_token``, ``user``, ``lang`` in context;
 - the request middleware: language (``request[keys.LANG]``, ``request[keys.TR]``: a Translator),
   authentication (``request[keys.USER]``: Account or None, ``request[keys.AUTH]``: "cookie" |
   "bearer" | ""), CSRF on unsafe requests not made with a bearer token, and error rendering
@@ -62,7 +62,7 @@ def base_context(request: web.Request) -> dict[str, Any]:
     """What every page's template gets (base.html needs all of it)."""
     t = request.get(keys.TR) or Translator(request.app[keys.CONFIG].general.language,
                                            request.app[keys.CONFIG].general.timezone)
-    return {"t": t.t, "fmt_datetime": t.fmt_datetime, "fmt_date": t.fmt_date, "fmt_time": t.fmt_time,
+    return {"t": t.t, "fmt_datetime": t.fmt_datetime, "fmt_date": t.fmt_date, "fmt_time": t.fmt_time, "fmt_range": t.fmt_range,
             "lang": t.lang, "user": request.get(keys.USER), "csrf_token": lambda: auth.csrf_token(request),
             "path": request.path_qs, "flash": request.query.get("flash", "")}
 

@@ -96,12 +96,9 @@ def until_utc(until: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(until, dt.time(23, 59, 59), tz).astimezone(dt.timezone.utc)
 
 
-def occurrence_starts(start: dt.datetime, rule: Recurrence | None, tz: zoneinfo.ZoneInfo) -> list[dt.datetime]:
-    """Every occurrence's start (UTC) of a series whose first start is ``start`` (aware)."""
-    local = start.astimezone(tz).replace(tzinfo=None)
-    if rule is None:
-        return [start.astimezone(dt.timezone.utc)]
-    kwargs: dict[str, object] = {"dtstart": local, "interval": rule.interval}
+def _rrule(start: dt.datetime, rule: Recurrence, tz: zoneinfo.ZoneInfo) -> du.rrule:
+    """The dateutil rule on naive wall-clock times of ``tz``."""
+    kwargs: dict[str, object] = {"dtstart": start.astimezone(tz).replace(tzinfo=None), "interval": rule.interval}
     if rule.count is not None:
         kwargs["count"] = rule.count
     else:
@@ -109,12 +106,30 @@ def occurrence_starts(start: dt.datetime, rule: Recurrence | None, tz: zoneinfo.
         kwargs["until"] = dt.datetime.combine(rule.until, dt.time(23, 59, 59))
     if rule.byday:
         kwargs["byweekday"] = [DAYS.index(d) for d in rule.byday]
+    return du.rrule(FREQS[rule.freq], **kwargs)  # type: ignore[arg-type]
+
+
+def occurrence_starts(start: dt.datetime, rule: Recurrence | None, tz: zoneinfo.ZoneInfo) -> list[dt.datetime]:
+    """Every occurrence's start (UTC) of a series whose first start is ``start`` (aware)."""
+    if rule is None:
+        return [start.astimezone(dt.timezone.utc)]
     out = []
-    for naive in du.rrule(FREQS[rule.freq], **kwargs):  # type: ignore[arg-type]
+    for naive in _rrule(start, rule, tz):
         out.append(naive.replace(tzinfo=tz).astimezone(dt.timezone.utc))
         if len(out) >= MAX_OCCURRENCES:
             break
     return out
+
+
+def too_many_occurrences(start: dt.datetime, rule: Recurrence | None, tz: zoneinfo.ZoneInfo) -> bool:
+    """True when an UNTIL series has more than MAX_OCCURRENCES (COUNT is bounded on its own):
+    such a series is refused rather than silently cut short."""
+    if rule is None or rule.count is not None:
+        return False
+    for i, _ in enumerate(_rrule(start, rule, tz)):
+        if i >= MAX_OCCURRENCES:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -141,4 +156,55 @@ def expand(start: dt.datetime, end: dt.datetime, rule: Recurrence | None, tz: zo
             out.append(Occurrence(s, ns, ne, True))
         else:
             out.append(Occurrence(s, s, s + duration))
+    return sorted(out, key=lambda o: o.start)
+
+
+def _wall(t: dt.datetime, tz: zoneinfo.ZoneInfo, shift: dt.timedelta) -> dt.datetime:
+    """``t + shift`` as naive wall-clock time in ``tz``, clamped at the ends of the calendar
+    (windows may be open-ended: year 1 to year 9999)."""
+    try:
+        return (t + shift).astimezone(tz).replace(tzinfo=None)
+    except OverflowError:
+        return dt.datetime.min if shift < dt.timedelta(0) else dt.datetime.max
+
+
+def expand_between(start: dt.datetime, end: dt.datetime, rule: Recurrence | None, tz: zoneinfo.ZoneInfo,
+                   window_start: dt.datetime, window_end: dt.datetime,
+                   cancelled: set[dt.datetime] | None = None,
+                   overrides: dict[dt.datetime, tuple[dt.datetime, dt.datetime]] | None = None) -> list[Occurrence]:
+    """The occurrences that overlap [window_start, window_end) (sorted by start): the same as
+    ``expand()`` filtered to the window, but only occurrences near the window are built, so a
+    calendar week costs a few objects whatever the length of the series."""
+    duration = end - start
+    cancelled = cancelled or set()
+    overrides = overrides or {}
+
+    def overlaps(s: dt.datetime, e: dt.datetime) -> bool:
+        return e > window_start and s < window_end
+
+    if rule is None:
+        originals = [start.astimezone(dt.timezone.utc)]
+    else:
+        # Wall-clock bounds, one day wider on each side than needed so a DST shift cannot lose
+        # an occurrence; the exact test is done in UTC below.
+        after = _wall(window_start, tz, -(duration + dt.timedelta(days=1)))
+        before = _wall(window_end, tz, dt.timedelta(days=1))
+        originals = [n.replace(tzinfo=tz).astimezone(dt.timezone.utc)
+                     for n in _rrule(start, rule, tz).between(after, before, inc=True)]
+    out = []
+    seen = set()
+    for s in originals:
+        seen.add(s)
+        if s in cancelled:
+            continue
+        if s in overrides:
+            ns, ne = overrides[s]
+            if overlaps(ns, ne):
+                out.append(Occurrence(s, ns, ne, True))
+        elif overlaps(s, s + duration):
+            out.append(Occurrence(s, s, s + duration))
+    # An occurrence moved into the window from outside it.
+    for s, (ns, ne) in overrides.items():
+        if s not in seen and s not in cancelled and overlaps(ns, ne):
+            out.append(Occurrence(s, ns, ne, True))
     return sorted(out, key=lambda o: o.start)

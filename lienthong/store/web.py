@@ -17,7 +17,8 @@ ROLES = ("system_admin", "unit_admin", "viewer")
 
 
 def utc_text(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = t.astimezone(dt.timezone.utc)
+    return f"{t.year:04d}-{t:%m-%dT%H:%M:%S}Z"  # %Y does not pad years below 1000 on every libc
 
 
 def parse_utc(s: str) -> dt.datetime:

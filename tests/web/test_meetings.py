@@ -46,7 +46,8 @@ async def test_validation_errors_are_readable(running: Running) -> None:
     s = await admin_session(running)
     async with s:
         cases = [
-            (meeting_body(start, minutes=-30), "end after start"),
+            (meeting_body(start, minutes=-30), "kết thúc phải sau thời gian bắt đầu"),
+            (meeting_body(start, minutes=24 * 60 + 1), "tối đa 24 giờ"),
             (meeting_body(start, chair="nowhere"), "chair"),
             (meeting_body(start, sites=["ghost"]), "ghost"),
             (meeting_body(start, sites=[]), "at least one site"),
@@ -131,8 +132,8 @@ async def test_form_create_and_edit(running: Running) -> None:
     s = await admin_session(running)
     day = (now_utc().astimezone(HCM) + dt.timedelta(days=5)).date()
     async with s:
-        form = [("csrf_token", csrf_of(s)), ("title", "Hội nghị trực tuyến"), ("agenda", ""), ("date", str(day)),
-                ("start_time", "08:00"), ("end_time", "10:00"), ("chair", "bo-dttg"), ("sites", "so-dttg-hue"),
+        form = [("csrf_token", csrf_of(s)), ("title", "Hội nghị trực tuyến"), ("agenda", ""), ("start_date", str(day)),
+                ("start_time", "08:00"), ("end_date", str(day)), ("end_time", "10:00"), ("chair", "bo-dttg"), ("sites", "so-dttg-hue"),
                 ("sites", "vpcp"), ("freq", "WEEKLY"), ("interval", "1"), ("byday", "MO"), ("byday", "WE"),
                 ("end_kind", "until"), ("until", str(day + dt.timedelta(days=30))), ("pin", "")]
         async with s.post("/meetings", data=form, allow_redirects=False) as r:
@@ -142,7 +143,7 @@ async def test_form_create_and_edit(running: Running) -> None:
         assert "BYDAY=MO,WE" in m["rrule"] and "UNTIL=" in m["rrule"]
         bad = [(k, v if k != "end_time" else "07:00") for k, v in form]
         async with s.post(f"/meetings/{mid}/edit", data=bad) as r:
-            assert r.status == 400 and "end after start" in await r.text()
+            assert r.status == 400 and "Thời gian kết thúc phải sau thời gian bắt đầu." in await r.text()
         async with s.get(f"/meetings/{mid}/edit") as r:
             assert 'value="Hội nghị trực tuyến"' in await r.text()
 

@@ -21,10 +21,7 @@ async def test_admin_schedules_meeting_and_site_previews_camera(running: Running
 
     await running.add_account("quantri", "system_admin")
     start = (now_utc() + dt.timedelta(minutes=10)).astimezone(HCM)
-    if start.strftime("%H:%M") == "23:59":
-        start += dt.timedelta(minutes=2)
-    # The form takes one date: end the same day (at 23:59 at the latest), so the test runs at any hour.
-    end = min(start + dt.timedelta(hours=1), start.replace(hour=23, minute=59))
+    end = start + dt.timedelta(hours=1)  # late in the evening, this one crosses midnight
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -41,8 +38,11 @@ async def test_admin_schedules_meeting_and_site_previews_camera(running: Running
             await page.goto(running.url + "/meetings/new")
             await page.fill("input[name=title]", "Họp giao ban công tác dân tộc quý IV")
             await page.fill("textarea[name=agenda]", "Tổng kết, phương hướng năm 2027")
-            await page.fill("input[name=date]", start.strftime("%Y-%m-%d"))
+            await page.fill("input[name=start_date]", start.strftime("%Y-%m-%d"))
             await page.fill("input[name=start_time]", start.strftime("%H:%M"))
+            # The end date follows the start date (the form's script)...
+            assert await page.input_value("input[name=end_date]") == start.strftime("%Y-%m-%d")
+            await page.fill("input[name=end_date]", end.strftime("%Y-%m-%d"))
             await page.fill("input[name=end_time]", end.strftime("%H:%M"))
             await page.select_option("select[name=chair]", "bo-dttg")
             for site in ("so-dttg-ha-noi", "so-dttg-lao-cai", "so-dttg-can-tho"):
