@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -356,10 +357,54 @@ class JanusSession:
 
 
 # --- the load: aiortc peers --------------------------------------------------------------------
+#
+# Two ways to drive aiortc.  Preferred: media/rtc_adapter.py's PacketPeer (the project's one
+# place for aiortc's private API): publishers send the fixture's RTP packets as they are (the
+# same paced ``SiteReplay`` as bench.sfu's load), subscribers count decrypted packets and marker
+# bits; nothing is encoded or decoded.  Fallback while the adapter is absent: stock aiortc, the
+# publishers' tracks yield pre-encoded ``av.Packet`` frames (packetized, never encoded) but the
+# subscribers' receivers decode, which limits the load the generator can sustain
+# (``load_generator`` in the result says which one ran).
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+def _packet_adapter() -> Any | None:
+    try:
+        from media import rtc_adapter
+    except ImportError:
+        return None
+    return rtc_adapter if hasattr(rtc_adapter, "PacketPeer") and hasattr(rtc_adapter, "IcePolicy") else None
+
+
+def set_one_byte_extension_id(packet: bytes, old_id: int, new_id: int) -> bytes:
+    """Renumber an RFC 8285 one-byte header extension (the fixture's audio level uses id 1;
+    the negotiated id for ssrc-audio-level may differ).  Other packets come back unchanged."""
+    if not packet[0] & 0x10 or old_id == new_id:
+        return packet
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if packet[offset : offset + 2] != b"\xbe\xde":
+        return packet
+    words = int.from_bytes(packet[offset + 2 : offset + 4], "big")
+    out = bytearray(packet)
+    pos, end = offset + 4, offset + 4 + 4 * words
+    while pos < end:
+        byte = out[pos]
+        if byte == 0:  # padding
+            pos += 1
+            continue
+        eid, length = byte >> 4, (byte & 0x0F) + 1
+        if eid == 15:
+            break
+        if eid == old_id:
+            out[pos] = (new_id << 4) | (byte & 0x0F)
+        pos += 1 + length
+    return bytes(out)
 
 
 class _PacedPacketTrack:
-    """Pre-encoded frames as ``av.Packet`` at real pace: aiortc packetizes them, never encodes."""
+    """Fallback publisher media: pre-encoded frames as ``av.Packet`` at real pace (aiortc
+    packetizes them, never encodes)."""
 
     def __new__(cls, kind: str, frames: list[bytes], interval: float, clock_rate: int) -> Any:
         import av
@@ -368,7 +413,6 @@ class _PacedPacketTrack:
         class Track(MediaStreamTrack):
             def __init__(self) -> None:
                 super().__init__()
-                self.kind = kind
                 self._n = 0
                 self._start: float | None = None
                 self._time_base = fractions.Fraction(1, clock_rate)
@@ -394,43 +438,96 @@ class _PacedPacketTrack:
 
 @dataclass
 class Subscriber:
+    """One site's Janus subscriber handle and its receive counters."""
+
     pc: Any
     handle: int
     video_feeds: list[int]
     audio_feeds: list[int]
+    packet_peer: Any = None
+    video_mids: frozenset[str] = frozenset()
+    packets: int = 0
     video_frames: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
+        self.packets += 1
+        if packet[1] & 0x80 and mid in self.video_mids:
+            self.video_frames += 1
+
     async def packets_received(self) -> int:
+        if self.packet_peer is not None:
+            return self.packets
         report = await self.pc.getStats()
         return sum(s.packetsReceived for s in report.values() if getattr(s, "type", "") == "inbound-rtp")
 
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await (self.packet_peer.close() if self.packet_peer is not None else self.pc.close())
+
+
+@dataclass
+class Publisher:
+    """One site's Janus publisher handle; with the adapter, its paced replay."""
+
+    feed: int
+    pc: Any
+    mids: dict[str, str]
+    packet_peer: Any = None
+    replay: Any = None
+    audio_ssrc: int = 0
+    audio_level_id: int | None = None
+
+    def send_due(self, elapsed: float) -> None:
+        from bench._sfu_fixtures import AUDIO_LEVEL_EXT_ID
+
+        for p in self.replay.due(elapsed):
+            data = p.data
+            if p.ssrc == self.audio_ssrc and self.audio_level_id is not None:
+                data = set_one_byte_extension_id(data, AUDIO_LEVEL_EXT_ID, self.audio_level_id)
+            self.packet_peer.send_rtp(data)
+
+    async def close(self) -> None:
+        await (self.packet_peer.close() if self.packet_peer is not None else self.pc.close())
+
 
 async def _consume(track: Any, subscriber: Subscriber) -> None:
-    # Fallback until media/rtc_adapter.py offers a non-decoding receiver: aiortc decodes.
+    # Fallback only: stock aiortc receivers decode; reading the track keeps its queue short.
     while True:
         await track.recv()
         if track.kind == "video":
             subscriber.video_frames += 1
 
 
-def _peer_connection() -> Any:
+def _peer_connection(rtc: Any) -> Any:
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    return RTCPeerConnection(rtc.rtc_configuration([]) if rtc is not None else RTCConfiguration(iceServers=[]))
 
 
-async def _publish(session: JanusSession, site: int, video: list[bytes], audio: list[bytes], progress: Progress) -> tuple[int, Any, dict[str, str]]:
+def _candidates(sdp: str) -> list[str]:
+    return sorted({line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")})
+
+
+async def _publish(session: JanusSession, site: int, fixture: Any, video: list[bytes], rtc: Any, progress: Progress) -> Publisher:
     from aiortc import RTCSessionDescription
 
     from bench._sfu_fixtures import AUDIO_CLOCK, AUDIO_FRAME_S, FPS, VIDEO_CLOCK
 
     handle = await session.attach()
-    pc = _peer_connection()
-    pc.addTrack(_PacedPacketTrack("audio", audio, AUDIO_FRAME_S, AUDIO_CLOCK))
-    pc.addTrack(_PacedPacketTrack("video", video, 1 / FPS, VIDEO_CLOCK))
+    pc = _peer_connection(rtc)
+    peer = None
+    if rtc is not None:
+        pc.addTransceiver("audio", direction="sendonly")
+        pc.addTransceiver("video", direction="sendonly")
+        peer = rtc.PacketPeer(pc, rtc.IcePolicy(candidate_addresses=(JANUS_ADDRESS,)))
+        peer.attach()
+    else:
+        pc.addTrack(_PacedPacketTrack("audio", list(fixture.audio_payloads), AUDIO_FRAME_S, AUDIO_CLOCK))
+        pc.addTrack(_PacedPacketTrack("video", video, 1 / FPS, VIDEO_CLOCK))
     await pc.setLocalDescription(await pc.createOffer())
-    mids = {t.kind: t.mid for t in pc.getTransceivers()}
     data, jsep = await session.message(
         handle,
         {"request": "joinandconfigure", "room": ROOM_ID, "ptype": "publisher", "display": "chair" if site == 0 else f"site-{site}"},
@@ -440,13 +537,25 @@ async def _publish(session: JanusSession, site: int, video: list[bytes], audio: 
         raise JanusError(f"publisher {site}: no SDP answer in {data}")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
     if site == 0:
-        ours = sorted({line.split()[4] for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")})
-        theirs = sorted({line.split()[4] for line in jsep["sdp"].splitlines() if line.startswith("a=candidate:")})
-        progress(f"Janus: ICE host candidates: Janus {', '.join(theirs) or 'none'}; aiortc peers {', '.join(ours) or 'none'}")
-    return int(data["id"]), pc, mids
+        progress(f"Janus: ICE host candidates: Janus {', '.join(_candidates(jsep['sdp'])) or 'none'}; "
+                 f"aiortc peers {', '.join(_candidates(pc.localDescription.sdp)) or 'none'}")
+    publisher = Publisher(int(data["id"]), pc, {t.kind: t.mid for t in pc.getTransceivers()}, peer)
+    if peer is not None:
+        from bench._sfu_load import SiteReplay
+
+        lines = {line.kind: line for line in peer.negotiated()}
+        audio_line, video_line = lines["audio"], lines["video"]
+        vp8, opus = video_line.codec("vp8"), audio_line.codec("opus")
+        if vp8 is None or opus is None:
+            raise JanusError(f"publisher {site}: Janus did not accept VP8 + Opus")
+        publisher.replay = SiteReplay(fixture, site, video_ssrc=video_line.local_ssrc, audio_ssrc=audio_line.local_ssrc,
+                                      video_pt=vp8.payload_type, audio_pt=opus.payload_type)
+        publisher.audio_ssrc = audio_line.local_ssrc
+        publisher.audio_level_id = audio_line.extensions.get(AUDIO_LEVEL_URI)
+    return publisher
 
 
-async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds: list[int], mids: dict[int, dict[str, str]]) -> Subscriber:
+async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds: list[int], mids: dict[int, dict[str, str]], rtc: Any) -> Subscriber:
     from aiortc import RTCSessionDescription
 
     handle = await session.attach()
@@ -454,17 +563,38 @@ async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds:
     data, jsep = await session.message(handle, {"request": "join", "room": ROOM_ID, "ptype": "subscriber", "streams": streams})
     if jsep is None:
         raise JanusError(f"subscriber: no SDP offer in {data}")
-    pc = _peer_connection()
+    pc = _peer_connection(rtc)
     subscriber = Subscriber(pc, handle, video_feeds, audio_feeds)
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        subscriber.tasks.append(asyncio.create_task(_consume(track, subscriber)))
-
     await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
+    if rtc is not None:
+        subscriber.packet_peer = rtc.PacketPeer(pc, rtc.IcePolicy(candidate_addresses=(JANUS_ADDRESS,)), on_rtp=subscriber.on_rtp)
+        subscriber.packet_peer.attach()
+    else:
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            subscriber.tasks.append(asyncio.create_task(_consume(track, subscriber)))
+
     await pc.setLocalDescription(await pc.createAnswer())
+    if subscriber.packet_peer is not None:
+        subscriber.video_mids = frozenset(line.mid for line in subscriber.packet_peer.negotiated() if line.kind == "video")
     await session.message(handle, {"request": "start", "room": ROOM_ID}, {"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False})
     return subscriber
+
+
+async def _send_paced(publishers: list[Publisher]) -> None:
+    """All publishers' replays from one task: what is due, every 2 ms (bench.sfu's pace)."""
+    start = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - start
+        for publisher in publishers:
+            publisher.send_due(elapsed)
+        await asyncio.sleep(0.002)
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _wait_http(base_url: str, janus: JanusProcess, timeout: float = 15.0) -> None:
@@ -489,11 +619,15 @@ async def _wait_http(base_url: str, janus: JanusProcess, timeout: float = 15.0) 
 async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, window: float, gallery: int, audio_slots: int, progress: Progress) -> dict[str, Any]:
     import aiohttp
 
+    from bench._sfu_fixtures import AUDIO_FRAME_S
+
     await _wait_http(janus.base_url, janus)
-    video, audio = vp8_frame_bitstreams(fixture), list(fixture.audio_payloads)
-    publishers = sites + 1
-    pcs: list[Any] = []
+    rtc = _packet_adapter()
+    video = vp8_frame_bitstreams(fixture)
+    n_publishers = sites + 1
+    publishers: list[Publisher] = []
     subscribers: list[Subscriber] = []
+    sender: asyncio.Task[None] | None = None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as http:
         session = JanusSession(http, janus.base_url)
         await session.create()
@@ -505,7 +639,7 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
                 {
                     "request": "create",
                     "room": ROOM_ID,
-                    "publishers": publishers,
+                    "publishers": n_publishers,
                     "videocodec": "vp8",
                     "audiocodec": "opus",
                     "audiolevel_ext": True,
@@ -514,51 +648,55 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
                     "permanent": False,
                 },
             )
-            feeds: list[int] = []
-            mids: dict[int, dict[str, str]] = {}
-            for site in range(publishers):
-                feed, pc, pc_mids = await _publish(session, site, video, audio, progress)
-                feeds.append(feed)
-                mids[feed] = pc_mids
-                pcs.append(pc)
+            for site in range(n_publishers):
+                publishers.append(await _publish(session, site, fixture, video, rtc, progress))
             # Janus lists a feed for subscribers only once its PeerConnection is up.
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
-            progress(f"Janus: {publishers} publishers joined and connected")
-            video_n, audio_n = min(publishers - 1, gallery + 2), min(publishers - 1, audio_slots)
-            for site in range(publishers):
+            if rtc is not None:
+                for p in publishers:
+                    await p.packet_peer.wait_connected(10)
+                sender = asyncio.create_task(_send_paced(publishers))
+            progress(f"Janus: {n_publishers} publishers joined and connected ({'packet peers' if rtc else 'stock aiortc peers, decoding'})")
+            feeds = [p.feed for p in publishers]
+            mids = {p.feed: p.mids for p in publishers}
+            video_n, audio_n = min(n_publishers - 1, gallery + 2), min(n_publishers - 1, audio_slots)
+            for site in range(n_publishers):
                 v, a = subscription_plan(site, feeds, video_n, audio_n)
-                subscribers.append(await _subscribe(session, v, a, mids))
-            progress(f"Janus: {publishers} subscribers x ({video_n} video + {audio_n} audio) joined")
+                subscribers.append(await _subscribe(session, v, a, mids, rtc))
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
+            progress(f"Janus: {n_publishers} subscribers x ({video_n} video + {audio_n} audio) connected")
             await asyncio.sleep(warmup)  # steady state wanted (bench only)
-            cpu0, t0 = janus.cpu_seconds(), time.monotonic()
+            cpu0, load0, t0 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
             packets0 = [await s.packets_received() for s in subscribers]
             frames0 = sum(s.video_frames for s in subscribers)
             await asyncio.sleep(window)
-            cpu1, t1 = janus.cpu_seconds(), time.monotonic()
+            cpu1, load1, t1 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
             packets1 = [await s.packets_received() for s in subscribers]
             frames1 = sum(s.video_frames for s in subscribers)
         finally:
-            for s in subscribers:
-                for task in s.tasks:
-                    task.cancel()
-                await asyncio.gather(*s.tasks, return_exceptions=True)
-            for pc in pcs + [s.pc for s in subscribers]:
-                await pc.close()
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+            for peer in [*subscribers, *publishers]:
+                await peer.close()
             await session.close()
     forwarded = sum(packets1) - sum(packets0)
     elapsed = t1 - t0
     video_streams = sum(len(s.video_feeds) for s in subscribers)
     return {
         "sites": sites,
-        "publishers": publishers,
+        "publishers": n_publishers,
         "video_streams": video_streams,
         "audio_streams": sum(len(s.audio_feeds) for s in subscribers),
         "window_s": round(elapsed, 2),
         "cpu_cores": (cpu1 - cpu0) / elapsed,
         "cpu_us_per_packet": (cpu1 - cpu0) / max(1, forwarded) * 1e6,
         "forwarded_packets_per_s": forwarded / elapsed,
+        "expected_packets_per_s": video_streams * fixture.video_packets_per_s + sum(len(s.audio_feeds) for s in subscribers) / AUDIO_FRAME_S,
         "received_fps_per_video_stream": (frames1 - frames0) / elapsed / max(1, video_streams),
+        # The load generator's own CPU (all its threads): near 1.0 means it, not Janus, limits the rate.
+        "load_generator_cpu_cores": (load1 - load0) / elapsed,
+        "load_generator": "media.rtc_adapter packet peers" if rtc is not None else "stock aiortc (subscribers decode)",
     }
 
 
