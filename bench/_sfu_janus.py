@@ -648,8 +648,22 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
                     "permanent": False,
                 },
             )
-            for site in range(n_publishers):
-                publishers.append(await _publish(session, site, fixture, video, rtc, progress))
+            # Joins run a few at a time (Janus answers each in its own handle thread).
+            gate = asyncio.Semaphore(8)
+
+            async def publish(site: int) -> Publisher:
+                async with gate:
+                    return await _publish(session, site, fixture, video, rtc, progress)
+
+            async def subscribe(site: int) -> Subscriber:
+                v, a = subscription_plan(site, feeds, video_n, audio_n)
+                async with gate:
+                    return await _subscribe(session, v, a, mids, rtc)
+
+            for joined in await asyncio.gather(*(publish(site) for site in range(n_publishers)), return_exceptions=True):
+                if isinstance(joined, BaseException):
+                    raise joined
+                publishers.append(joined)
             # Janus lists a feed for subscribers only once its PeerConnection is up.
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
             if rtc is not None:
@@ -660,17 +674,22 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
             feeds = [p.feed for p in publishers]
             mids = {p.feed: p.mids for p in publishers}
             video_n, audio_n = min(n_publishers - 1, gallery + 2), min(n_publishers - 1, audio_slots)
-            for site in range(n_publishers):
-                v, a = subscription_plan(site, feeds, video_n, audio_n)
-                subscribers.append(await _subscribe(session, v, a, mids, rtc))
+            for joined in await asyncio.gather(*(subscribe(site) for site in range(n_publishers)), return_exceptions=True):
+                if isinstance(joined, BaseException):
+                    raise joined
+                subscribers.append(joined)
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
             progress(f"Janus: {n_publishers} subscribers x ({video_n} video + {audio_n} audio) connected")
             await asyncio.sleep(warmup)  # steady state wanted (bench only)
+            sent0 = sum(p.packet_peer.tx_packets for p in publishers if p.packet_peer is not None)
             cpu0, load0, t0 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
             packets0 = [await s.packets_received() for s in subscribers]
             frames0 = sum(s.video_frames for s in subscribers)
             await asyncio.sleep(window)
             cpu1, load1, t1 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
+            sent1 = sum(p.packet_peer.tx_packets for p in publishers if p.packet_peer is not None)
+            send_drops = sum(p.packet_peer.tx_dropped for p in publishers if p.packet_peer is not None)
+            rx_errors = sum(s.packet_peer.rx_errors for s in subscribers if s.packet_peer is not None)
             packets1 = [await s.packets_received() for s in subscribers]
             frames1 = sum(s.video_frames for s in subscribers)
         finally:
@@ -694,6 +713,11 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
         "forwarded_packets_per_s": forwarded / elapsed,
         "expected_packets_per_s": video_streams * fixture.video_packets_per_s + sum(len(s.audio_feeds) for s in subscribers) / AUDIO_FRAME_S,
         "received_fps_per_video_stream": (frames1 - frames0) / elapsed / max(1, video_streams),
+        # Where packets go missing, if they do: published by the load generator (packet peers
+        # only), dropped before sending (socket backlog), failed SRTP checks at subscribers.
+        "published_packets_per_s": (sent1 - sent0) / elapsed,
+        "publisher_send_drops": send_drops,
+        "subscriber_srtp_errors": rx_errors,
         # The load generator's own CPU (all its threads): near 1.0 means it, not Janus, limits the rate.
         "load_generator_cpu_cores": (load1 - load0) / elapsed,
         "load_generator": "media.rtc_adapter packet peers" if rtc is not None else "stock aiortc (subscribers decode)",
@@ -718,9 +742,12 @@ def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int
             finally:
                 janus.stop()
         conn.send(("result", result))
-    except (JanusUnavailable, JanusError, OSError, asyncio.TimeoutError) as exc:
+    except Exception as exc:  # reported as janus_skipped: the benchmark's other parts still run
         tail = janus.log_tail(5) if janus is not None else ""
-        conn.send(("unavailable", f"{type(exc).__name__}: {exc}" + (f" | janus log: {tail}" if tail and not isinstance(exc, JanusUnavailable) else "")))
+        reason = str(exc) if isinstance(exc, JanusUnavailable) else f"{type(exc).__name__}: {exc}"
+        if tail and not isinstance(exc, JanusUnavailable):
+            reason += " | janus log: " + tail.replace("\n", " / ")
+        conn.send(("unavailable", reason))
 
 
 def run_janus(

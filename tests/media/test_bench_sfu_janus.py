@@ -5,12 +5,14 @@ are root."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+from aiortc.rtp import unpack_header_extensions
 
 from bench import _sfu_fixtures as fixtures
 from bench import _sfu_janus as janus
@@ -97,3 +99,16 @@ def test_janus_videoroom_forwards_to_every_subscriber(tmp_path: Path) -> None:
     assert result["received_fps_per_video_stream"] > 0
     assert result["cpu_us_per_packet"] > 0
     assert any("127.0.0.1" in line for line in lines if "candidates" in line)
+
+
+def test_audio_level_extension_renumbered_to_negotiated_id() -> None:
+    header = fixtures.build_rtp_header(111, False, 7, 960, 0x1234, extension=True)
+    packet = header + fixtures.audio_level_extension(30) + b"opus"
+    renumbered = janus.set_one_byte_extension_id(packet, fixtures.AUDIO_LEVEL_EXT_ID, 2)
+    assert len(renumbered) == len(packet)
+    profile, words = struct.unpack_from("!HH", renumbered, 12)
+    assert unpack_header_extensions(profile, renumbered[16 : 16 + 4 * words]) == [(2, bytes([0x80 | 30]))]
+    assert renumbered[:12] == packet[:12] and renumbered.endswith(b"opus")
+    # Packets without that extension (video) are returned as they are.
+    video = fixtures.build_rtp_header(96, True, 8, 3000, 0x5678) + b"vp8"
+    assert janus.set_one_byte_extension_id(video, fixtures.AUDIO_LEVEL_EXT_ID, 2) is video
