@@ -25,6 +25,11 @@ Across a slot (``media.rtp_rewrite.SlotRewriter`` offsets)::
     sr_out = translate_sr(source_sr, slot.ts_offset, slot.out_ssrc, sent_packets, sent_octets)
     source_seqs = translate_nack(nack.seqs, slot.seq_offset)   # or slot.source_seq(s) per seq
 
+Keyframe requests toward a source, at most one per second whoever asks::
+
+    limiter = RequestLimiter(interval=1.0)
+    if limiter.allow(source_ssrc, now): peer.send_rtcp(build_pli(our_ssrc, source_ssrc))
+
 The subscriber's SR keeps the source's NTP time and shifts the RTP timestamp by the slot's
 offset, so the (NTP, RTP) pair still names the same capture instant: audio and video of one
 source stay in sync after rewriting.  ``extrapolate_sr`` moves such a pair forward in time for
@@ -34,10 +39,10 @@ SRs sent on the SFU's own schedule.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Union
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Generic, NamedTuple, TypeVar, Union
 
-__all__ = ["Bye", "Fir", "Nack", "Pli", "ReceiverReport", "Remb", "ReportBlock", "RtcpPacket",
+__all__ = ["Bye", "Fir", "Nack", "Pli", "ReceiverReport", "Remb", "ReportBlock", "RequestLimiter", "RtcpPacket",
            "SenderReport", "build_bye", "build_fir", "build_nack", "build_pli", "build_remb",
            "build_rr", "build_sdes", "build_sr", "extrapolate_sr", "nack_pairs", "ntp_from_unix",
            "ntp_middle", "parse_compound", "rtt_from_report", "translate_nack", "translate_sr",
@@ -348,3 +353,27 @@ def translate_sr(sr: SenderReport, ts_offset: int, out_ssrc: int, packet_count: 
 def translate_nack(seqs: Iterable[int], seq_offset: int) -> list[int]:
     """Slot sequence numbers named in a subscriber's NACK, as the source's sequence numbers."""
     return [(s - seq_offset) & 0xFFFF for s in seqs]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class RequestLimiter(Generic[K]):
+    """At most one request per key every ``interval`` seconds (PLI/FIR forwarded to a source:
+    many subscribers asking at once must not make the publisher send a keyframe each)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[K, float] = {}
+
+    def allow(self, key: K, now: float) -> bool:
+        """True (and the request counts) when ``key`` has had no allowed request for ``interval``."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[key] = now
+        return True
+
+    def forget(self, key: K) -> None:
+        """The source left (or a switch needs a keyframe now): its next request is allowed."""
+        self._last.pop(key, None)

@@ -13,6 +13,7 @@ from media.rtcp import (
     ReceiverReport,
     Remb,
     ReportBlock,
+    RequestLimiter,
     SenderReport,
     build_bye,
     build_fir,
@@ -229,3 +230,15 @@ def test_translate_nack() -> None:
         slot.rewrite(struct.pack("!BBHII", 0x80, 96, s, 0, 2))
     assert translate_nack([101, 103, 104], slot.seq_offset) == [0xFFFE, 0, 1]
     assert [slot.source_seq(s) for s in (101, 103, 104)] == [0xFFFE, 0, 1]
+
+
+def test_request_limiter_one_per_interval_per_key() -> None:
+    lim: RequestLimiter[int] = RequestLimiter(interval=1.0)
+    assert lim.allow(1, 10.0)
+    assert not lim.allow(1, 10.5)
+    assert lim.allow(2, 10.5)
+    assert lim.allow(1, 11.0)
+    assert not lim.allow(1, 11.9)
+    lim.forget(1)
+    assert lim.allow(1, 11.9)
+    lim.forget(99)
