@@ -81,9 +81,19 @@ class MailService:
                       data_size_limit=self.cfg.max_message_size, throttle=throttle, metrics=self.metrics,
                       timeout=300)
 
+        worker = self.worker
+        notify = getattr(worker, "notify", None)
+
+        def on_queued(envelope: Any) -> None:
+            # The delivery side's O(1) hand-off when it has one, else a wake-up and a rescan.
+            if notify is not None:
+                notify(envelope.id, envelope)
+            else:
+                worker.wake()
+
         def handler(mode: str) -> RelayHandler:
             return RelayHandler(mode, self.directory, self.spool, self.cfg.hostname, self.metrics, rate,
-                                self.cfg.max_recipients, on_queued=self.worker.wake)
+                                self.cfg.max_recipients, on_queued=on_queued)
 
         submission, mx = handler("submission"), handler("mx")
         auth = make_authenticator(self.directory)
@@ -126,6 +136,7 @@ class MailService:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
+        self.spool.close()
 
 
 def register_cli(sub: Any, config_args: Callable[[argparse.ArgumentParser], None]) -> None:

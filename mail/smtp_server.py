@@ -1,12 +1,24 @@
-"""The SMTP listeners: aiosmtpd's protocol engine with three small additions.
+"""The SMTP listeners: aiosmtpd's protocol engine with a few additions.
 
 ``RelaySMTP`` (a subclass of aiosmtpd's ``SMTP``):
 - takes RFC 3461 DSN parameters off MAIL/RCPT before aiosmtpd's parser (which refuses
   parameters it does not know) and leaves them in ``self.pending_dsn`` for the handler;
 - refuses AUTH with 454 4.7.0 for a client address with too many recent failures;
-- counts AUTH outcomes.
+- counts AUTH outcomes;
+- reads DATA in bulk instead of line by line, with the strict-input checks done on the whole
+  message at once (``data_problem``): bare CR or LF (SMTP smuggling, CVE-2023-51764 class),
+  over-long lines, the SIZE limit (552 5.3.4, and nothing beyond the limit is buffered);
+- builds each connection's protocol object without aiosmtpd's per-connection introspection.
 Listeners run on the service's own event loop (``loop.create_server``), not in
 aiosmtpd's Controller thread.
+
+Where aiosmtpd internals are touched (all of it in this module, aiosmtpd pinned to 1.4.6 in
+pyproject.toml, covered by tests/mail/test_smtp_engine.py which fails loudly on an upgrade):
+``__init__`` (a copy of ``SMTP.__init__`` for the options we use, with the method tables
+computed once per class and handler instead of with ``inspect.getmembers`` per connection),
+``_getaddr`` (a fast path for plain ``<local@domain>``; anything else goes to aiosmtpd's
+parser), ``smtp_DATA`` (the bulk reader), and asyncio's ``StreamReader`` buffer in
+``read_data`` (the same three private members ``readuntil`` itself uses).
 
 CHUNKING (RFC 3030 BDAT) is not advertised: aiosmtpd 1.4.6 has no BDAT command, and adding
 one would mean reimplementing its DATA state machine here; clients fall back to DATA.
@@ -15,24 +27,185 @@ one would mean reimplementing its DATA state machine here; clients fall back to 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import socket
 import ssl
+import weakref
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, _AuthMechAttr, syntax
 
 from mail import policy
 from mail.directory import Directory
 from mail.metrics import MailMetrics
 
+# aiosmtpd logs every command and reply at INFO on "mail.log" (a child of our "mail" logger);
+# at relay rates that is most of a session's CPU.  The handler logs one line per message.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+# aiosmtpd counts a DATA line with its CRLF, before dot-unstuffing, and refuses > 1001 bytes.
+LINE_LIMIT = SMTP.line_length_limit
+END_OF_DATA = b"\r\n.\r\n"
+# While reading DATA the stream may buffer this much before pausing the socket (aiosmtpd's
+# 1001-byte command-line limit would pause and resume it for every few kilobytes).
+DATA_READ_LIMIT = 256 * 1024
+
+REPLY_TOO_BIG = "552 5.3.4 Message too big for system (see the SIZE in our EHLO reply)"
+REPLY_LINE_TOO_LONG = "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"
+REPLY_BARE_CR_LF = "550 5.6.0 Message refused: bare CR or LF in the message (lines must end with CRLF)"
+
+
+# --- DATA: pure checks on the raw bytes between "354" and CRLF.CRLF -------------------------
+
+def data_problem(raw: bytes) -> tuple[str, str] | None:
+    """(metrics reason, reply) refusing a DATA block (before unstuffing, terminator excluded).
+
+    ``raw`` ends with CRLF (the terminator's first CRLF belongs to the last line)."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        # A bare LF or CR: another server could read a different end of data in it.
+        return "bare_cr_lf", REPLY_BARE_CR_LF
+    if len(raw) > LINE_LIMIT - 2 and max(map(len, raw.split(b"\r\n"))) > LINE_LIMIT - 2:
+        return "line_too_long", REPLY_LINE_TOO_LONG
+    return None
+
+
+def unstuff(raw: bytes) -> bytes:
+    """RFC 5321 4.5.2: remove the leading dot of every line that has one."""
+    if b"\r\n." in raw:
+        raw = raw.replace(b"\r\n.", b"\r\n")
+    if raw[:1] == b".":
+        raw = raw[1:]
+    return raw
+
+
+async def read_data(reader: asyncio.StreamReader, max_size: int | None) -> tuple[bytes | None, int]:
+    """Read a DATA block up to CRLF.CRLF, leaving pipelined commands after it in the stream.
+
+    Returns ``(raw, size)``: ``raw`` is everything before the terminator's ``.CRLF`` (so it
+    ends with CRLF, or is empty) and is None when ``size`` went over ``max_size``; then the
+    rest was read and thrown away without being kept.  Works on the reader's buffer directly,
+    as ``StreamReader.readuntil`` does, but with one search over each chunk instead of one
+    call per line; the CRLF that ended the DATA command starts the first line, so a message
+    may end at once with ``.CRLF``."""
+    buf: bytearray = reader._buffer  # type: ignore[attr-defined]
+    saved_limit = reader._limit  # type: ignore[attr-defined]
+    reader._limit = max(saved_limit, DATA_READ_LIMIT)  # type: ignore[attr-defined]
+    try:
+        at_start, scanned, dropped = True, 0, 0
+        while True:
+            if at_start and len(buf) >= 3:
+                at_start = False
+                if buf[:3] == b".\r\n":
+                    del buf[:3]
+                    return b"", 0
+            if not at_start:
+                end = buf.find(END_OF_DATA, scanned)
+                if end >= 0:
+                    size = dropped + end + 2
+                    raw = None if dropped or (max_size and size > max_size) else bytes(buf[:end + 2])
+                    del buf[:end + 5]
+                    return raw, size
+                scanned = max(0, len(buf) - 4)
+                if max_size and dropped + len(buf) > max_size + 4:
+                    # Over the limit: keep only what could be the start of the terminator.
+                    dropped += len(buf) - 4
+                    del buf[:-4]
+                    scanned = 0
+            if reader.at_eof() or reader._eof:  # type: ignore[attr-defined]
+                raise ConnectionResetError("connection closed during DATA")
+            await reader._wait_for_data("read_data")  # type: ignore[attr-defined]
+    finally:
+        reader._limit = saved_limit  # type: ignore[attr-defined]
+        reader._maybe_resume_transport()  # type: ignore[attr-defined]
+
+
+# --- MAIL/RCPT addresses -----------------------------------------------------------------
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+# "<dot-atom@dot-atom-domain>" then parameters: aiosmtpd's parser returns exactly these parts
+# for such input (tests/mail/test_smtp_engine.py compares them); anything else goes to it.
+_PLAIN_ADDRESS = re.compile(
+    rf"<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*(?![(\s])(.*)\Z", re.S)
+
+
+# --- the protocol ------------------------------------------------------------------------
+
+# Per handler object, per protocol class: (smtp_ methods, auth mechanisms, handle_ hooks).
+_TABLES: weakref.WeakKeyDictionary[Any, dict[type, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary())
+
 
 class RelaySMTP(SMTP):
     def __init__(self, handler: Any, *, throttle: policy.FailureThrottle, metrics: MailMetrics,
-                 implicit_tls: bool = False, **kw: Any):
-        super().__init__(handler, **kw)
+                 implicit_tls: bool = False, hostname: str | None = None, ident: str | None = None,
+                 data_size_limit: int | None = 2**25, enable_SMTPUTF8: bool = False,
+                 tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
+                 timeout: float = 300, auth_required: bool = False, auth_require_tls: bool = True,
+                 auth_exclude_mechanism: list[str] | None = None, authenticator: Any = None):
+        # A copy of aiosmtpd 1.4.6's SMTP.__init__ for these options (no PROXY protocol, no
+        # call limits, no decode_data, no auth_callback), with its method tables taken from a
+        # per-(class, handler) cache: aiosmtpd builds them with inspect.getmembers and dir()
+        # on every connection, a large share of a short session's CPU.
+        self.__ident__ = ident or "Lien thong relay"
+        self.loop = asyncio.get_running_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=self.loop)
+        self.event_handler = handler
+        self.data_size_limit = data_size_limit
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self._decode_data = False
+        self.hostname = hostname or socket.getfqdn()
+        self.tls_context = tls_context
+        self.require_starttls = tls_context and require_starttls
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = auth_require_tls
+        self._proxy_timeout = None
+        self._authenticator = authenticator
+        self._auth_callback = None
+        self._auth_required = auth_required
+        self._enforce_call_limit = False
+        per_class = _TABLES.setdefault(handler, {})
+        tables = per_class.get(type(self))
+        if tables is None:
+            tables = per_class[type(self)] = self._method_tables(handler)
+        smtp_methods, auth_methods, hooks = tables
+        self._smtp_methods = {name: f.__get__(self) for name, f in smtp_methods.items()}
+        self._auth_methods = {
+            name: _AuthMechAttr(f.__get__(self), True) if builtin else _AuthMechAttr(f, False)
+            for name, (f, builtin) in auth_methods.items() if name not in (auth_exclude_mechanism or ())}
+        self._handle_hooks = hooks
+        self._ehlo_hook_ver = "new" if "EHLO" in hooks else None
+
         self.pending_dsn: dict[str, str] = {}
         self._throttle = throttle
         self._metrics = metrics
         self._implicit_tls = implicit_tls
+
+    @classmethod
+    def _method_tables(cls, handler: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """What aiosmtpd's __init__ derives by introspection, as unbound functions."""
+        smtp_methods = {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+        auth_methods: dict[str, Any] = {}
+        for obj, builtin in ((cls, True), (handler, False)):
+            for name in dir(obj):
+                if name.startswith("auth_"):
+                    f = getattr(obj, name)
+                    if callable(f):
+                        mech = getattr(f, "__auth_mechanism_name__", name.replace("auth_", "").replace("__", "-"))
+                        auth_methods[mech] = (f, builtin)
+        hooks = {name[7:]: getattr(handler, name) for name in dir(handler) if name.startswith("handle_")}
+        return smtp_methods, auth_methods, hooks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -45,6 +218,12 @@ class RelaySMTP(SMTP):
             assert self.session is not None
             self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        m = _PLAIN_ADDRESS.match(arg)
+        if m is None or self.local_part_limit:
+            return super()._getaddr(arg)
+        return m.group(1), m.group(2)
+
     async def smtp_MAIL(self, arg: str) -> None:
         arg, self.pending_dsn = policy.split_params(arg or "", policy.DSN_MAIL)
         await super().smtp_MAIL(arg)
@@ -52,6 +231,36 @@ class RelaySMTP(SMTP):
     async def smtp_RCPT(self, arg: str) -> None:
         arg, self.pending_dsn = policy.split_params(arg or "", policy.DSN_RCPT)
         await super().smtp_RCPT(arg)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd 1.4.6's smtp_DATA with the bulk reader and strict checks (module docstring)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        raw, _size = await read_data(self._reader, self.data_size_limit)
+        problem = ("too_big", REPLY_TOO_BIG) if raw is None else data_problem(raw)
+        if problem is not None:
+            self._metrics.rejected.labels(problem[0]).inc()
+            self._set_post_data_state()
+            await self.push(problem[1])
+            return
+        assert raw is not None
+        content = unstuff(raw)
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     async def smtp_AUTH(self, arg: str) -> None:
         peer = self._peer_address()

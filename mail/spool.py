@@ -2,14 +2,21 @@
 
 Layout under the spool folder:
   tmp/<id>.*        being written; removed at start (never accepted)
-  queue/<id>.msg    the message as accepted (our Received: header first)
-  queue/<id>.env    its envelope and delivery state (JSON), rewritten atomically
-A message exists once its ``.env`` is in ``queue/``.  ``commit`` writes both files to tmp/,
-fsyncs them, renames the content then the envelope into queue/, and fsyncs queue/; only then
-does the SMTP handler answer 250.  Concurrent commits share one directory fsync (group
-commit: whoever arrives while one is running waits for the next, which covers it), and their
-file fsyncs run in parallel threads, which the filesystem journal batches.  A crash between
-the two renames leaves a ``.msg`` without ``.env``: not accepted, removed at start.
+  queue/<id>.msg    one file per accepted message: a header line ``LTSPOOL1 <envelope JSON>``,
+                    then the message as accepted (our Received: header first)
+  queue/<id>.env    its envelope with later delivery state (JSON), once ``save`` has run;
+                    it supersedes the envelope in the ``.msg`` header
+A message exists once its ``.msg`` is in ``queue/``.  ``commit`` writes the one file to tmp/,
+fdatasyncs it, renames it into queue/ and fsyncs queue/; only then does the SMTP handler
+answer 250.  So one file and one data sync per message; the queue/ fsync is shared (group
+commit: a thread that renamed a file syncs the folder unless a sync that began after its
+rename has already finished, so all messages renamed while one sync runs share the next),
+and the data syncs of concurrent sessions run in parallel threads, which the filesystem
+journal batches.  ``remove`` unlinks the ``.msg`` first: a crash between the two unlinks
+leaves an ``.env`` without ``.msg``, removed at start.
+
+Spools written before the one-file layout (``.msg`` content only, ``.env`` beside it) are
+still read; there a ``.msg`` without ``.env`` was a half-done commit, removed at start.
 
 State updates (``save``) use the same write-fsync-rename.  ``Spool`` is safe for one process;
 the queue CLI edits a stopped server's spool, or a running one's through the same atomic
@@ -22,9 +29,11 @@ import asyncio
 import json
 import os
 import secrets
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +74,11 @@ class Envelope:
     last_error: str = ""
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+        # Fields are flat (recipients aside), so vars() gives what asdict() would, without
+        # its recursive deep copy.
+        raw = dict(vars(self))
+        raw["recipients"] = [vars(r) for r in self.recipients]
+        return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Envelope:
@@ -83,13 +96,24 @@ def new_id() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(3)}"
 
 
-def _write_fsync(path: Path, data: bytes) -> None:
+MAGIC = b"LTSPOOL1 "
+
+
+def _write_all(fd: int, parts: Sequence[bytes]) -> None:
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+def _write_fsync(path: Path | str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        _write_all(fd, (data,))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -100,8 +124,13 @@ class Spool:
         self.path = Path(path)
         self.tmp = self.path / "tmp"
         self.queue = self.path / "queue"
-        self._dir_sync_running: asyncio.Future[None] | None = None
-        self._dir_sync_next: asyncio.Future[None] | None = None
+        # Group commit of queue/ fsyncs across threads: renames are numbered; a sync covers
+        # every rename numbered before it started.
+        self._sync_lock = threading.Lock()
+        self._renames = 0
+        self._synced = 0
+        self._counter_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
 
     def open(self) -> list[str]:
         """Create the folders, clean up what a crash left half-written; returns what was removed."""
@@ -111,107 +140,141 @@ class Spool:
         for p in self.tmp.iterdir():
             p.unlink(missing_ok=True)
             removed.append(p.name)
-        for p in self.queue.glob("*.msg"):
-            if not p.with_suffix(".env").exists():
-                p.unlink(missing_ok=True)
-                removed.append(p.name)
+        names = set(os.listdir(self.queue))
+        for name in sorted(names):
+            stem, _, suffix = name.rpartition(".")
+            if suffix == "msg" and f"{stem}.env" not in names and not self._has_header(self.queue / name):
+                (self.queue / name).unlink(missing_ok=True)  # old layout: commit cut between renames
+                removed.append(name)
+            elif suffix == "env" and f"{stem}.msg" not in names:
+                (self.queue / name).unlink(missing_ok=True)  # remove cut between its unlinks
+                removed.append(name)
         return removed
+
+    def close(self) -> None:
+        """Stop the spool's I/O threads (after the last commit/save/remove has returned)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @staticmethod
+    def _has_header(path: Path) -> bool:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        if self._executor is None:
+            # Threads mostly wait in fsync; enough of them that concurrent sessions overlap.
+            self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- writing ---------------------------------------------------------------------------
 
     async def commit(self, envelope: Envelope, content: bytes) -> str:
         """Durably queue a message; returns its id.  Raises SpoolError."""
-        loop = asyncio.get_running_loop()
-        tmp_msg = self.tmp / f"{envelope.id}.msg"
-        tmp_env = self.tmp / f"{envelope.id}.env"
+        return await self.commit_parts(envelope, (content,))
+
+    async def commit_parts(self, envelope: Envelope, parts: Sequence[bytes]) -> str:
+        """``commit`` of the concatenation of ``parts`` (written without joining them)."""
+        header = MAGIC + envelope.to_json() + b"\n"
         try:
-            await loop.run_in_executor(None, self._write_pair, tmp_msg, content, tmp_env, envelope.to_json())
-            os.rename(tmp_msg, self.queue / tmp_msg.name)
-            os.rename(tmp_env, self.queue / tmp_env.name)
-            await self._sync_queue_dir()
+            await self._run(self._write_message, envelope.id, (header, *parts))
         except OSError as e:
-            for p in (tmp_msg, tmp_env, self.queue / tmp_env.name, self.queue / tmp_msg.name):
-                try:
-                    p.unlink(missing_ok=True)
-                except OSError:
-                    pass
             raise SpoolError(f"{e.strerror or e}") from e
         return envelope.id
 
-    @staticmethod
-    def _write_pair(msg: Path, content: bytes, env: Path, data: bytes) -> None:
-        _write_fsync(msg, content)
-        _write_fsync(env, data)
+    def _write_message(self, queue_id: str, parts: Sequence[bytes]) -> None:
+        tmp = f"{self.tmp}/{queue_id}.msg"
+        final = f"{self.queue}/{queue_id}.msg"
+        renamed = False
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                _write_all(fd, parts)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+            renamed = True
+            self._sync_queue_dir_now()
+        except OSError:
+            for p in (final, tmp) if renamed else (tmp,):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+            raise
 
     async def save(self, envelope: Envelope) -> None:
         """Durably replace a queued message's envelope (delivery state)."""
-        loop = asyncio.get_running_loop()
-        tmp = self.tmp / f"{envelope.id}.{secrets.token_hex(3)}.env"
         try:
-            await loop.run_in_executor(None, _write_fsync, tmp, envelope.to_json())
-            os.replace(tmp, self.queue / f"{envelope.id}.env")
-            await self._sync_queue_dir()
+            await self._run(self._save_now, envelope.id, envelope.to_json())
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise SpoolError(f"{e.strerror or e}") from e
+
+    def _save_now(self, queue_id: str, data: bytes) -> None:
+        tmp = self.tmp / f"{queue_id}.{secrets.token_hex(3)}.env"
+        try:
+            _write_fsync(tmp, data)
+            os.replace(tmp, self.queue / f"{queue_id}.env")
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._sync_queue_dir_now()
 
     async def remove(self, queue_id: str) -> None:
-        """Forget a message (delivered, bounced or deleted): envelope first, then content."""
-        (self.queue / f"{queue_id}.env").unlink(missing_ok=True)
-        (self.queue / f"{queue_id}.msg").unlink(missing_ok=True)
-        await self._sync_queue_dir()
-
-    async def _sync_queue_dir(self) -> None:
-        """fsync queue/ once for every rename made before the sync began (group commit)."""
-        loop = asyncio.get_running_loop()
-        if self._dir_sync_running is None:
-            self._dir_sync_running = loop.create_future()
-            await self._run_dir_sync(self._dir_sync_running)
-            return
-        # One is running: it may have started before our rename, so wait for the next one.
-        if self._dir_sync_next is None:
-            self._dir_sync_next = loop.create_future()
-        mine = self._dir_sync_next
-        await asyncio.shield(self._dir_sync_running)
-        if self._dir_sync_next is mine:
-            self._dir_sync_next = None
-            self._dir_sync_running = mine
-            await self._run_dir_sync(mine)
-        else:
-            await mine
-
-    async def _run_dir_sync(self, done: asyncio.Future[None]) -> None:
-        loop = asyncio.get_running_loop()
+        """Forget a message (delivered, bounced or deleted): content first, then envelope."""
         try:
-            await loop.run_in_executor(None, self._fsync_dir)
+            await self._run(self._remove_now, queue_id)
         except OSError as e:
-            if not done.done():
-                done.set_exception(SpoolError(f"{e.strerror or e}"))
-                done.exception()  # waiters re-raise it; do not log as never retrieved
             raise SpoolError(f"{e.strerror or e}") from e
-        finally:
-            if self._dir_sync_running is done:
-                self._dir_sync_running = None
-            if not done.done():
-                done.set_result(None)
 
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _remove_now(self, queue_id: str) -> None:
+        for suffix in (".msg", ".env"):
+            try:
+                os.unlink(f"{self.queue}/{queue_id}{suffix}")
+            except FileNotFoundError:
+                pass
+        self._sync_queue_dir_now()
+
+    def _sync_queue_dir_now(self) -> None:
+        """fsync queue/ unless a sync that began after this thread's rename has finished."""
+        with self._counter_lock:
+            self._renames += 1
+            mine = self._renames
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            with self._counter_lock:
+                covered = self._renames
+            fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._synced = covered
 
     # -- reading ---------------------------------------------------------------------------
 
     def ids(self) -> list[str]:
-        return sorted(p.stem for p in self.queue.glob("*.env"))
+        return sorted(name[:-4] for name in os.listdir(self.queue) if name.endswith(".msg"))
 
     def load(self, queue_id: str) -> Envelope:
-        return Envelope.from_json((self.queue / f"{queue_id}.env").read_bytes())
+        try:
+            return Envelope.from_json((self.queue / f"{queue_id}.env").read_bytes())
+        except FileNotFoundError:
+            pass
+        with open(self.queue / f"{queue_id}.msg", "rb") as f:
+            line = f.readline()
+        if not line.startswith(MAGIC):
+            raise FileNotFoundError(f"{queue_id}: no envelope")
+        return Envelope.from_json(line[len(MAGIC):])
 
     def content(self, queue_id: str) -> bytes:
-        return (self.queue / f"{queue_id}.msg").read_bytes()
+        data = (self.queue / f"{queue_id}.msg").read_bytes()
+        if data.startswith(MAGIC):
+            return data[data.index(b"\n") + 1:]
+        return data
 
     def envelopes(self) -> Iterator[Envelope]:
         for queue_id in self.ids():
@@ -221,7 +284,7 @@ class Spool:
                 continue  # removed meanwhile, or being replaced
 
     def count(self) -> int:
-        return sum(1 for _ in self.queue.glob("*.env"))
+        return sum(1 for name in os.listdir(self.queue) if name.endswith(".msg"))
 
 
 def envelope_stub(**kw: Any) -> Envelope:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mail.spool import Envelope, Recipient, Spool, SpoolError, envelope_stub, new_id
+from mail.spool import MAGIC, Envelope, Recipient, Spool, SpoolError, envelope_stub, new_id
 
 
 def _envelope(n: int = 1) -> Envelope:
@@ -106,9 +106,11 @@ async def test_failed_commit_after_rename_leaves_nothing(tmp_path: Path) -> None
     assert list(spool.tmp.iterdir()) == []
 
 
-def test_envelopes_skips_unreadable(tmp_path: Path) -> None:
+async def test_envelopes_skips_unreadable(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    (spool.queue / "zzz.env").write_bytes(b"{not json")
+    (spool.queue / "zzz.msg").write_bytes(MAGIC + b"{not json\nx\r\n")
+    (spool.queue / "yyy.msg").write_bytes(b"x\r\n")
+    (spool.queue / "yyy.env").write_bytes(b"{not json")
     good = _envelope()
-    (spool.queue / f"{good.id}.env").write_bytes(good.to_json())
+    await spool.commit(good, b"x\r\n")
     assert [e.id for e in spool.envelopes()] == [good.id]
