@@ -1,12 +1,10 @@
 """The SFU.  Public face used by lienthong (start/stop) and by web's signalling endpoint.
 
-Status (honest): the room state and chair controls below work (``media/room.py``, tested in
-tests/media/test_room.py).  The packet-forwarding path (aiortc adapter, RTP rewriting, slots,
-RTCP) is NOT implemented yet: ``Participant.answer`` raises ``MediaError("not_implemented")``.
-The face is stable: later work extends it, never renames it.  The entry point is
-``join_room`` (deliberately not ``join``): web.signalling probes ``getattr(media, "join")`` to
-decide whether media is available, and media cannot serve a page until ``answer`` works; wire
-signalling to ``join_room`` together with the forwarding path.
+Room state and chair controls: ``media/room.py`` (plain data).  Packet forwarding:
+``media/forwarder.py`` (sources -> slots -> subscribers, keyframe wait + PLI on switch, mute,
+slot assignment from floor/speaker/chair) over ``media/rtc_adapter.py`` (the only module on
+aiortc/aioice private API: ICE candidates from config, SRTP in/out as bytes, no codec).
+The face is stable: later work extends it, never renames it.
 
 Usage from signalling::
 
@@ -41,7 +39,8 @@ the ``v`` field: participants, slots, speaker, floor, hands, locked, muted, clos
 
 Reconnect: a ``Participant`` lives until ``leave()``; the WebSocket may drop and come back.  The
 signalling side keeps the handle for its grace period, rebinds events with
-``set_event_sink(new_callback)``, and for an ICE restart calls ``answer(new_offer)`` again.
+``set_event_sink(new_callback)``, and for an ICE restart (or a fresh peer connection) calls
+``answer(new_offer)`` again: the participant keeps its id, slots, floor and hand.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from media.forwarder import ForwarderError, ForwarderMetrics, RoomForwarder
 from media.room import Event, Member, Role, Room, RoomError
 
 if TYPE_CHECKING:
@@ -140,19 +140,22 @@ class Participant:
         """Send this participant's future events to another callback (after a reconnect)."""
         self._sink = on_event
 
-    # ---- media (not implemented yet) ----
+    # ---- media ----
 
     async def answer(self, offer_sdp: str) -> str:
-        """Apply the client's SDP offer (first offer, or an ICE restart) and return the answer.
-        NOT IMPLEMENTED YET: raises ``MediaError("not_implemented")``."""
+        """Apply the client's SDP offer and return the SDP answer.  A later offer (reconnect:
+        ICE restart, or a fresh peer connection) replaces the media connection; the
+        participant keeps its id, slots, floor and hand.  ``MediaError("bad_sdp")`` when the
+        offer is malformed or does not follow ``layout()``."""
         self._check_alive()
-        raise MediaError("not_implemented", "the media forwarding path is not implemented yet")
+        return await self._service._answer(self, offer_sdp)
 
     async def add_ice_candidate(self, candidate: dict[str, Any] | None) -> None:
         """Trickle ICE: a browser ``RTCIceCandidate.toJSON()`` dict, or None at the end of
-        candidates.  ``.local`` (mDNS) candidates are ignored.  Accepted and ignored until the
-        forwarding path lands."""
+        candidates.  ``.local`` (mDNS) candidates are ignored.  ``MediaError("bad_candidate")``
+        for a candidate before the offer or one that does not parse."""
         self._check_alive()
+        await self._service._add_ice_candidate(self, candidate)
 
     # ---- a site's own state ----
 
@@ -235,6 +238,7 @@ class MediaService:
     def __init__(self, config: Config, registry: CollectorRegistry):
         self.config = config
         self._rooms: dict[str, Room] = {}
+        self._forwarders: dict[str, RoomForwarder] = {}
         self._participants: dict[str, dict[str, Participant]] = {}
         self._ids = itertools.count(1)
         self._started = False
@@ -247,6 +251,7 @@ class MediaService:
                                   ["reason"], registry=registry)
         self._m_plis = Counter("lienthong_media_plis", "Keyframe requests sent to publishers",
                                registry=registry)
+        self._metrics = ForwarderMetrics(self._m_forwarded, self._m_dropped, self._m_plis)
 
     async def start(self) -> None:
         self._started = True
@@ -257,8 +262,8 @@ class MediaService:
         for room_id in list(self._participants):
             for p in list(self._participants.get(room_id, {}).values()):
                 await self._detach(p, flush=False)
-        self._rooms.clear()
-        self._participants.clear()
+        for room_id in list(self._rooms):
+            await self._close_room(room_id)
         self._update_gauges()
 
     def ice_servers(self) -> list[dict[str, Any]]:
@@ -285,13 +290,17 @@ class MediaService:
         if room is None:
             room = self._rooms[room_id] = Room(room_id)
             self._participants[room_id] = {}
+            self._forwarders[room_id] = RoomForwarder(
+                room, self.config.media, self.ice_servers(),
+                on_change=lambda speaker, changed: self._forwarder_changed(room_id, speaker, changed),
+                metrics=self._metrics)
         member = Member(id=f"p{next(self._ids)}-{secrets.token_hex(3)}", site_id=site_id,
                         site_name=site_name, role=role, audio=role != "observer", video=role != "observer")
         try:
             events = room.add(member)
         except RoomError as exc:
             if not room.members:
-                self._close_room(room_id)
+                await self._close_room(room_id)
             raise MediaError(exc.code, exc.message) from None
         participant = Participant(self, room, member, on_event)
         self._participants[room_id][member.id] = participant
@@ -303,35 +312,58 @@ class MediaService:
     # ---- internals ----
 
     def _slots_for(self, participant: Participant) -> dict[str, str | None]:
-        # Until the forwarder lands: the floor holder in main, the chair in chair, others in order.
-        room = self._rooms[participant.room_id]
-        others = [m.id for m in room.members.values() if m.id != participant.id and m.role != "observer"]
-        chair = room.chair()
-        main = room.floor or room.speaker or (others[0] if others else None)
-        slots: dict[str, str | None] = {
-            "main": main if main != participant.id else None,
-            "chair": chair.id if chair and chair.id != participant.id else None,
-            "screen": next((m.id for m in room.members.values() if m.screen and m.id != participant.id), None)}
-        for k in range(self.config.media.gallery_slots):
-            slots[f"gallery-{k}"] = others[k] if k < len(others) else None
-        audible = ([main] if main else []) + [o for o in others if o != main]
-        for k in range(self.config.media.audio_slots):
-            slots[f"audio-{k}"] = audible[k] if k < len(audible) else None
-        return slots
+        forwarder = self._forwarders.get(participant.room_id)
+        return forwarder.slots_of(participant.id) if forwarder is not None else {}
+
+    def _forwarder(self, participant: Participant) -> RoomForwarder:
+        forwarder = self._forwarders.get(participant.room_id)
+        if forwarder is None:
+            raise MediaError("left", "this participant's meeting is closed")
+        return forwarder
+
+    async def _answer(self, participant: Participant, offer_sdp: str) -> str:
+        forwarder = self._forwarder(participant)
+        try:
+            return await forwarder.negotiate(participant.id, participant.layout(), offer_sdp)
+        except ForwarderError as exc:
+            raise MediaError(exc.code, exc.message) from None
+
+    async def _add_ice_candidate(self, participant: Participant, candidate: dict[str, Any] | None) -> None:
+        endpoint = self._forwarder(participant).endpoint(participant.id)
+        if endpoint is None:
+            raise MediaError("bad_candidate", "an ICE candidate arrived before the offer")
+        try:
+            await endpoint.peer.add_ice_candidate(candidate)
+        except ValueError as exc:
+            raise MediaError("bad_candidate", f"the ICE candidate was refused: {exc}") from None
+
+    def _forwarder_changed(self, room_id: str, speaker_changed: bool,
+                           changed: dict[str, dict[str, str | None]]) -> None:
+        participants = self._participants.get(room_id, {})
+        room = self._rooms.get(room_id)
+        if speaker_changed and room is not None:
+            for p in participants.values():
+                p._push({"type": "speaker", "participant": room.speaker})
+        for pid, slots in changed.items():
+            p = participants.get(pid)
+            if p is not None:
+                p._push({"type": "slots", "slots": dict(slots)})
 
     def _broadcast(self, room_id: str, events: list[Event]) -> None:
         participants = self._participants.get(room_id, {})
+        forwarder = self._forwarders.get(room_id)
         for event in events:
             target = event.get("participant") if event["type"] in ("muted", "closed") else None
+            if event["type"] == "muted" and forwarder is not None and target is not None:
+                forwarder.set_muted(target, event["muted"])
             for p in participants.values():
                 if event["type"] == "closed" and target is not None and p.id != target:
                     continue
                 if event["type"] == "muted" and p.id != target:
                     continue
                 p._push(event)
-        if any(e["type"] in ("participants", "floor") for e in events):
-            for p in participants.values():
-                p._push({"type": "slots", "slots": self._slots_for(p)})
+        if forwarder is not None and any(e["type"] in ("participants", "floor") for e in events):
+            self._forwarder_changed(room_id, False, forwarder.reassign())
 
     async def _apply(self, participant: Participant, change: Callable[[], list[Event]]) -> None:
         participant._check_alive()
@@ -364,7 +396,7 @@ class MediaService:
         for p in list(self._participants[room.id].values()):
             p._push(events[0])
             await self._detach(p, flush=True)
-        self._close_room(room.id)
+        await self._close_room(room.id)
         self._update_gauges()
 
     async def _leave(self, participant: Participant) -> None:
@@ -377,16 +409,22 @@ class MediaService:
         if room is not None:
             self._broadcast(room_id, room.remove(participant.id))
             if not room.members:
-                self._close_room(room_id)
+                await self._close_room(room_id)
         self._update_gauges()
 
     async def _detach(self, participant: Participant, flush: bool) -> None:
-        await participant._stop_delivery(flush)
         participant.left = True
+        forwarder = self._forwarders.get(participant.room_id)
+        if forwarder is not None:
+            await forwarder.remove(participant.id)
+        await participant._stop_delivery(flush)
 
-    def _close_room(self, room_id: str) -> None:
+    async def _close_room(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
         self._participants.pop(room_id, None)
+        forwarder = self._forwarders.pop(room_id, None)
+        if forwarder is not None:
+            await forwarder.close()
 
     def _update_gauges(self) -> None:
         self._m_rooms.set(len(self._rooms))

@@ -86,11 +86,11 @@ async def test_hands_and_leave(service: media.MediaService) -> None:
     assert service.room_state("r2") is None
 
 
-async def test_answer_not_implemented_is_reported(service: media.MediaService) -> None:
+async def test_a_malformed_offer_is_reported(service: media.MediaService) -> None:
     p = await service.join_room(room_id="r3", site_id="a", site_name="A", role="site", on_event=Inbox())
     with pytest.raises(media.MediaError) as err:
         await p.answer("v=0")
-    assert err.value.code == "not_implemented"
+    assert err.value.code == "bad_sdp"
 
 
 def test_room_state_round_trips() -> None:

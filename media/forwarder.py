@@ -1,0 +1,551 @@
+"""Room-level packet routing: publishers' incoming streams -> subscribers' outgoing slots.
+
+One ``RoomForwarder`` per room.  Each participant has one ``Endpoint``: its aiortc peer
+connection driven through ``media.rtc_adapter.PacketPeer`` (no codec anywhere), the incoming
+streams it publishes (``Source``: audio, camera = full layer, thumb, screen) and the outgoing
+streams it receives (``SlotSender``: audio-k, main, chair, screen, gallery-k), one per m-line of
+the layout (``media.build_layout``).  Which source feeds which slot comes from
+``assign_slots`` (pure): main = floor holder, else the active speaker; chair = the chair;
+gallery = thumbnails of the other sites (speakers first, stable); audio = floor holder, then the
+loudest; screen = the site sharing its screen.
+
+Hot path (per incoming RTP packet, synchronous, inside the UDP callback): strip the header
+extension and CSRCs once, then per subscriber slot fed by that source: copy, rewrite PT (the
+subscriber's number for the codec), SSRC/seq/ts (``SlotRewriter``), VP8 PictureID/TL0PICIDX
+(``Vp8Rewriter``), SRTP-protect and ``sendto`` (``PacketPeer.send_rtp``).  Bytes and ``struct``
+only; no per-packet task.
+
+Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
+source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source;
+re-sent while someone still waits).  A slow subscriber never slows the others: sending never
+blocks; when its socket backlog is over the bound the packet is dropped, and a video slot then
+waits for the next keyframe (audio just loses the packet).  A chair-muted site's audio is not
+forwarded.  Subscriber PLI/FIR go to the slot's current source, rate-limited the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from media import h264, vp8
+from media.config import MediaConfig
+from media.room import Room
+from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration, strip_mdns_candidates
+from media.rtp_rewrite import SlotRewriter, audio_level, payload_offset
+from media.speaker import SpeakerDetector, stable_assignment
+
+log = logging.getLogger("media.forwarder")
+
+__all__ = ["ForwarderError", "ForwarderMetrics", "RoomForwarder", "assign_slots"]
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+PLI_INTERVAL = 1.0          # seconds between keyframe requests to one source
+TICK_INTERVAL = 0.25        # speaker detection, slot reassignment, PLI retries
+PUBLISHED = ("audio", "camera", "thumb", "screen")
+
+_SSRC = struct.Struct("!I")
+_RTCP_HEAD = struct.Struct("!BBH")
+_PLI = struct.Struct("!BBHIBBHII")  # empty RR (8 bytes) + PLI (12 bytes): a compound packet
+
+
+class ForwarderError(Exception):
+    """A refused negotiation (``bad_sdp``) with a message for the client's developer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# Slot assignment (pure)
+
+
+def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *, gallery_slots: int,
+                 audio_slots: int, speaker: str | None, loudest: Sequence[str]) -> dict[str, str | None]:
+    """Which participant feeds each of ``subscriber``'s slots.  ``loudest``: publishing
+    participants, loudest first (speaking ones; the others follow in join order).  Sources
+    already in a gallery or audio slot keep their place (no needless switch)."""
+    members = room.members
+    others = [m.id for m in members.values() if m.id != subscriber and m.role != "observer"]
+    present = set(others)
+    chair = room.chair()
+    chair_id = chair.id if chair is not None and chair.id != subscriber else None
+    main: str | None = None
+    if room.floor in present:
+        main = room.floor
+    elif speaker in present:
+        main = speaker
+    elif previous.get("main") in present:
+        main = previous["main"]
+    else:
+        main = next((o for o in others if o != chair_id), chair_id)
+    ranked = [p for p in loudest if p in present] + others
+    gallery_wanted = [p for p in dict.fromkeys(ranked) if p not in (main, chair_id)]
+    gallery_prev = [previous.get(f"gallery-{k}") for k in range(gallery_slots)]
+    gallery = stable_assignment(gallery_prev, gallery_wanted)
+    audible = [p for p in ranked if not members[p].muted_by_chair]
+    audio_wanted = ([main] if main is not None and main in audible and room.floor == main else []) + audible
+    audio_prev = [previous.get(f"audio-{k}") for k in range(audio_slots)]
+    audio = stable_assignment(audio_prev, audio_wanted)
+    screen = next((m.id for m in members.values() if m.screen and m.id != subscriber and m.role != "observer"), None)
+    slots: dict[str, str | None] = {"main": main, "chair": chair_id, "screen": screen}
+    for k, pid in enumerate(gallery):
+        slots[f"gallery-{k}"] = pid
+    for k, pid in enumerate(audio):
+        slots[f"audio-{k}"] = pid
+    return slots
+
+
+# which published stream feeds a slot
+def _source_name(slot: str) -> str:
+    if slot.startswith("audio-"):
+        return "audio"
+    if slot in ("main", "chair"):
+        return "camera"
+    if slot == "screen":
+        return "screen"
+    return "thumb"
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+class Source:
+    """One published stream of one participant (audio, camera, thumb or screen)."""
+
+    __slots__ = ("endpoint", "name", "kind", "mid", "codecs", "local_ssrc", "level_ext", "outs",
+                 "waiting", "last_pli", "muted", "packets", "ssrc", "rtx_ssrcs")
+
+    def __init__(self, endpoint: Endpoint, name: str, line: MLine):
+        self.endpoint = endpoint
+        self.name = name
+        self.kind = line.kind
+        self.mid = line.mid
+        self.codecs: dict[int, str] = {c.payload_type: c.name for c in line.codecs if c.name not in ("rtx", "red", "ulpfec")}
+        self.local_ssrc = line.local_ssrc   # our SSRC on that m-line, the sender of PLIs
+        self.level_ext = line.extensions.get(AUDIO_LEVEL_URI) if line.kind == "audio" else None
+        self.outs: list[SlotSender] = []
+        self.waiting = 0                    # outs waiting for a keyframe
+        self.last_pli = -PLI_INTERVAL
+        self.muted = False
+        self.packets = 0
+        self.ssrc: int | None = line.remote_ssrcs[0] if line.remote_ssrcs else None
+        self.rtx_ssrcs = frozenset(line.remote_rtx)
+
+    def request_keyframe(self, now: float) -> bool:
+        """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago."""
+        if self.kind != "video" or self.ssrc is None or now - self.last_pli < PLI_INTERVAL:
+            return False
+        ssrc = self.local_ssrc
+        if self.endpoint.peer.send_rtcp(_PLI.pack(0x80, 201, 1, ssrc, 0x81, 206, 2, ssrc, self.ssrc)):
+            self.last_pli = now
+            self.endpoint.forwarder.stats["plis"] += 1
+            return True
+        return False
+
+    def on_packet(self, packet: bytes, arrival: float) -> None:
+        ssrc = _SSRC.unpack_from(packet, 8)[0]
+        if ssrc != self.ssrc:
+            if ssrc in self.rtx_ssrcs:
+                return            # retransmissions we did not ask for
+            self.ssrc = ssrc      # a browser may change its SSRC (track replaced)
+        self.packets += 1
+        level_ext = self.level_ext
+        if level_ext is not None:
+            level = audio_level(packet, level_ext)
+            if level is not None:
+                self.endpoint.forwarder.speakers.update(self.endpoint.id, level[0], level[1], arrival)
+        outs = self.outs
+        if not outs or self.muted:
+            return
+        codec = self.codecs.get(packet[1] & 0x7F)
+        if codec is None:
+            return
+        if packet[0] & 0x1F:      # extension or CSRCs: strip them (IDs are per m-line and per peer)
+            off = payload_offset(packet)
+            if off is None:
+                return
+            packet = packet[:12] + packet[off:]
+        keyframe = False
+        if self.waiting:
+            if codec == "vp8":
+                keyframe = vp8.is_keyframe(packet, 12)
+            elif codec == "h264":
+                keyframe = h264.is_keyframe(packet, 12)
+            else:
+                keyframe = True
+        for out in outs:
+            out.forward(packet, codec, keyframe, arrival)
+
+
+class SlotSender:
+    """One outgoing m-line of a subscriber: a continuous stream whatever source feeds it."""
+
+    __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rewriter", "vp8", "source",
+                 "waiting_keyframe", "sent", "dropped")
+
+    def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
+        self.endpoint = endpoint
+        self.slot = slot
+        self.mid = line.mid
+        self.kind = line.kind
+        self.out_ssrc = line.local_ssrc
+        self.pt_map: dict[str, int] = {}
+        for c in line.codecs:
+            self.pt_map.setdefault(c.name, c.payload_type)
+        clock = 48000 if line.kind == "audio" else 90000
+        self.rewriter = SlotRewriter(line.local_ssrc, ts_gap=960 if line.kind == "audio" else 3000, clock_rate=clock)
+        self.vp8 = vp8.Vp8Rewriter()
+        self.source: Source | None = None
+        self.waiting_keyframe = False
+        self.sent = 0
+        self.dropped = 0
+
+    def set_source(self, source: Source | None, now: float) -> None:
+        old = self.source
+        if old is source:
+            return
+        if old is not None:
+            old.outs.remove(self)
+            if self.waiting_keyframe:
+                old.waiting -= 1
+        self.waiting_keyframe = False
+        self.source = source
+        self.rewriter.switch()
+        self.vp8.switch()
+        if source is not None:
+            source.outs.append(self)
+            if self.kind == "video":
+                self.waiting_keyframe = True
+                source.waiting += 1
+                source.request_keyframe(now)
+
+    def _wait_for_keyframe(self, now: float) -> None:
+        source = self.source
+        if source is not None and not self.waiting_keyframe:
+            self.waiting_keyframe = True
+            source.waiting += 1
+            self.rewriter.switch()
+            source.request_keyframe(now)
+
+    def forward(self, packet: bytes, codec: str, keyframe: bool, now: float) -> None:
+        if self.waiting_keyframe:
+            if not keyframe:
+                return
+            self.waiting_keyframe = False
+            self.source.waiting -= 1  # type: ignore[union-attr]
+        pt = self.pt_map.get(codec)
+        if pt is None:
+            self.dropped += 1
+            return
+        buf = bytearray(packet)
+        buf[0] &= 0xE0                      # no extension, no CSRC (stripped by the source)
+        buf[1] = (buf[1] & 0x80) | pt
+        self.rewriter.rewrite_in_place(buf, now)
+        if codec == "vp8":
+            out = self.vp8.rewrite(buf, 12, self.source.ssrc)  # type: ignore[union-attr]
+            if out is None:
+                self.dropped += 1
+                return
+            buf = out
+        if self.endpoint.peer.send_rtp(bytes(buf)):
+            self.sent += 1
+        else:
+            self.dropped += 1
+            if self.kind == "video":
+                self._wait_for_keyframe(now)
+
+
+class Endpoint:
+    """One participant's peer connection with its published sources and received slots."""
+
+    def __init__(self, forwarder: RoomForwarder, participant_id: str, peer: PacketPeer):
+        self.forwarder = forwarder
+        self.id = participant_id
+        self.peer = peer
+        self.sources_by_mid: dict[str | None, Source] = {}
+        self.sources: dict[str, Source] = {}      # by published name
+        self.slots: dict[str, SlotSender] = {}    # by slot name
+        self.by_out_ssrc: dict[int, SlotSender] = {}
+
+    def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
+        source = self.sources_by_mid.get(mid)
+        if source is not None:
+            source.on_packet(packet, arrival)
+
+    def on_rtcp(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        now = time.monotonic()
+        while pos + 12 <= n:
+            b0, pt, length = _RTCP_HEAD.unpack_from(data, pos)
+            size = (length + 1) * 4
+            fmt = b0 & 0x1F
+            if pt == 206 and fmt in (1, 4):          # PLI / FIR from a subscriber
+                media_ssrc = _SSRC.unpack_from(data, pos + 8)[0]
+                if fmt == 4 and pos + 16 <= n:
+                    media_ssrc = _SSRC.unpack_from(data, pos + 12)[0]
+                slot = self.by_out_ssrc.get(media_ssrc)
+                if slot is not None and slot.source is not None:
+                    slot.source.request_keyframe(now)
+            pos += size
+
+
+# ---------------------------------------------------------------------------------------------
+# The room
+
+
+@dataclass
+class _Settings:
+    policy: IcePolicy
+    ice_servers: list[dict[str, Any]]
+    gallery_slots: int
+    audio_slots: int
+
+
+class RoomForwarder:
+    """Endpoints, slot assignment and the speaker detector of one room.
+
+    ``on_change(changed)`` is called (synchronously) when the dominant speaker or someone's slots
+    changed outside a call of ``reassign``: ``changed`` = {participant id: new slot map}; the
+    speaker is ``room.speaker``.  Owns one background task (``start``/``close``)."""
+
+    def __init__(self, room: Room, config: MediaConfig, ice_servers: list[dict[str, Any]],
+                 on_change: Callable[[bool, dict[str, dict[str, str | None]]], None],
+                 metrics: ForwarderMetrics | None = None):
+        self.room = room
+        self.settings = _Settings(IcePolicy.from_config(config), ice_servers, config.gallery_slots, config.audio_slots)
+        self.on_change = on_change
+        self.endpoints: dict[str, Endpoint] = {}
+        self.assignment: dict[str, dict[str, str | None]] = {}
+        self.speakers: SpeakerDetector[str] = SpeakerDetector()
+        self.stats = {"plis": 0}
+        self.metrics = metrics
+        self._reported = {"audio": 0, "video": 0, "dropped": 0, "plis": 0}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name=f"media-forwarder-{self.room.id}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for pid in list(self.endpoints):
+            await self.remove(pid)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                log.exception("forwarder tick failed", extra={"room": self.room.id})
+
+    def tick(self, now: float) -> None:
+        """Speaker detection, slot reassignment, keyframe request retries."""
+        speaker_changed = self.speakers.tick(now)
+        if speaker_changed:
+            speaker = self.speakers.speaker
+            self.room.speaker = speaker if speaker in self.room.members else None
+        changed = self.reassign(now)
+        if speaker_changed or changed:
+            self.on_change(speaker_changed, changed)
+        for endpoint in self.endpoints.values():
+            for source in endpoint.sources.values():
+                if source.waiting:
+                    source.request_keyframe(now)
+        self.report_metrics()
+
+    # ---- negotiation ----
+
+    async def negotiate(self, participant_id: str, layout: list[dict[str, Any]], offer_sdp: str) -> str:
+        """Answer a participant's offer with a new server peer connection (a previous one is
+        closed: reconnect); the participant's slots and sources are rebuilt on it."""
+        pc = RTCPeerConnection(rtc_configuration(self.settings.ice_servers))
+        peer = PacketPeer(pc, self.settings.policy)
+        endpoint = Endpoint(self, participant_id, peer)
+        try:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(strip_mdns_candidates(offer_sdp), "offer"))
+            except Exception as exc:
+                raise ForwarderError("bad_sdp", f"the offer was refused: {exc}") from None
+            transceivers = pc.getTransceivers()
+            kinds = [t.kind for t in sorted(transceivers, key=lambda t: t._get_mline_index() or 0)]
+            if kinds != [e["kind"] for e in layout]:
+                raise ForwarderError("bad_sdp", f"the offer's media lines {kinds} do not follow the layout "
+                                                f"{[e['kind'] for e in layout]}")
+            for t in transceivers:
+                t.direction = "sendrecv"
+            try:
+                peer.attach()
+            except ValueError as exc:
+                raise ForwarderError("bad_sdp", str(exc)) from None
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await peer.close()
+            raise
+        lines = peer.negotiated()
+        now = time.monotonic()
+        for line, entry in zip(lines, layout):
+            if entry["send"] in PUBLISHED and line.receives:
+                source = Source(endpoint, entry["send"], line)
+                endpoint.sources[source.name] = source
+                endpoint.sources_by_mid[line.mid] = source
+            if entry["slot"] and line.sends:
+                slot = SlotSender(endpoint, entry["slot"], line)
+                endpoint.slots[slot.slot] = slot
+                endpoint.by_out_ssrc[slot.out_ssrc] = slot
+        member = self.room.members.get(participant_id)
+        if member is None:  # left while negotiating
+            await peer.close()
+            raise ForwarderError("left", "this participant has left the meeting")
+        if "audio" in endpoint.sources:
+            endpoint.sources["audio"].muted = member.muted_by_chair
+        old = self.endpoints.get(participant_id)
+        if old is not None:
+            await self._drop_endpoint(old, now)
+        self.endpoints[participant_id] = endpoint
+        peer.on_rtp = endpoint.on_rtp
+        peer.on_rtcp = endpoint.on_rtcp
+        changed = self.reassign(now)
+        self._wire(now)
+        if changed:
+            self.on_change(False, changed)
+        self.start()
+        return pc.localDescription.sdp
+
+    def endpoint(self, participant_id: str) -> Endpoint | None:
+        return self.endpoints.get(participant_id)
+
+    async def remove(self, participant_id: str) -> None:
+        """The participant left: stop forwarding to and from it and close its connection."""
+        self.speakers.remove(participant_id)
+        endpoint = self.endpoints.pop(participant_id, None)
+        self.assignment.pop(participant_id, None)
+        if endpoint is not None:
+            await self._drop_endpoint(endpoint, time.monotonic())
+
+    async def _drop_endpoint(self, endpoint: Endpoint, now: float) -> None:
+        if self.endpoints.get(endpoint.id) is endpoint:
+            del self.endpoints[endpoint.id]
+        self._retire_counters(endpoint)
+        for slot in endpoint.slots.values():
+            slot.set_source(None, now)
+        for source in endpoint.sources.values():
+            for out in list(source.outs):
+                out.set_source(None, now)
+        await endpoint.peer.close()
+
+    # ---- state changes ----
+
+    def set_muted(self, participant_id: str, muted: bool) -> None:
+        """The chair muted (or un-muted) a site: its audio is no longer forwarded."""
+        self.speakers.set_muted(participant_id, muted)
+        endpoint = self.endpoints.get(participant_id)
+        if endpoint is not None and "audio" in endpoint.sources:
+            endpoint.sources["audio"].muted = muted
+
+    def reassign(self, now: float | None = None) -> dict[str, dict[str, str | None]]:
+        """Recompute every participant's slots from the room state; switch the changed ones.
+        Returns {participant id: slots} for the participants whose slots changed."""
+        now = time.monotonic() if now is None else now
+        room = self.room
+        for pid in list(self.assignment):
+            if pid not in room.members:
+                del self.assignment[pid]
+        speaker = room.speaker
+        loudest = self.speakers.loudest(len(room.members), now)
+        changed: dict[str, dict[str, str | None]] = {}
+        for pid in room.members:
+            previous = self.assignment.get(pid, {})
+            slots = assign_slots(room, pid, previous, gallery_slots=self.settings.gallery_slots,
+                                 audio_slots=self.settings.audio_slots, speaker=speaker, loudest=loudest)
+            if slots != previous:
+                self.assignment[pid] = slots
+                changed[pid] = slots
+        if changed:
+            self._wire(now)
+        return changed
+
+    def slots_of(self, participant_id: str) -> dict[str, str | None]:
+        if participant_id not in self.assignment:
+            self.reassign()
+        return dict(self.assignment.get(participant_id, {}))
+
+    def _wire(self, now: float) -> None:
+        """Point every endpoint's slot senders at the sources the assignment names."""
+        for pid, endpoint in self.endpoints.items():
+            slots = self.assignment.get(pid)
+            if slots is None:
+                continue
+            for name, sender in endpoint.slots.items():
+                feeder = slots.get(name)
+                source = None
+                if feeder is not None:
+                    publisher = self.endpoints.get(feeder)
+                    if publisher is not None:
+                        source = publisher.sources.get(_source_name(name))
+                sender.set_source(source, now)
+
+    # ---- metrics ----
+
+    def counters(self) -> dict[str, int]:
+        """Packets forwarded per kind, dropped, PLIs sent, over the current endpoints' lives
+        (plus those already reported for endpoints that left)."""
+        out = {"audio": 0, "video": 0, "dropped": 0, "plis": self.stats["plis"]}
+        for endpoint in self.endpoints.values():
+            for slot in endpoint.slots.values():
+                out[slot.kind] += slot.sent
+                out["dropped"] += slot.dropped
+        return out
+
+    def report_metrics(self) -> None:
+        """Add what happened since the last report to the Prometheus counters (not per packet:
+        a Counter.inc costs as much as a forwarded packet)."""
+        if self.metrics is None:
+            return
+        now = self.counters()
+        for key, value in now.items():
+            delta = value - self._reported[key]
+            if delta > 0:
+                self.metrics.add(key, delta)
+            self._reported[key] = value
+
+    def _retire_counters(self, endpoint: Endpoint) -> None:
+        self.report_metrics()
+        for slot in endpoint.slots.values():
+            self._reported[slot.kind] -= slot.sent
+            self._reported["dropped"] -= slot.dropped
+
+
+class ForwarderMetrics:
+    """The service's Prometheus counters, fed by ``RoomForwarder.report_metrics``."""
+
+    def __init__(self, forwarded: Any, dropped: Any, plis: Any):
+        self._forwarded, self._dropped, self._plis = forwarded, dropped, plis
+
+    def add(self, key: str, delta: int) -> None:
+        if key in ("audio", "video"):
+            self._forwarded.labels(kind=key).inc(delta)
+        elif key == "dropped":
+            self._dropped.labels(reason="slot").inc(delta)
+        elif key == "plis":
+            self._plis.inc(delta)
