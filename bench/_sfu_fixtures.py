@@ -22,9 +22,12 @@ from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 VIDEO_CLOCK = 90_000
 AUDIO_CLOCK = 48_000
 FPS = 30
+# The thumbnail layer publishers send besides the full one (issue 3: ~320x180 at ~150 kbps).
+THUMB_WIDTH, THUMB_HEIGHT, THUMB_BITRATE = 320, 180, 150_000
 AUDIO_FRAME_S = 0.020
-# RFC 6464 audio level extension id used by the generator's SDP (aiortc offers id 1 for
-# ssrc-audio-level); values are -dBov 0..127, lower is louder.
+# Default RFC 6464 audio level extension id of ``audio_level_extension``; the load generators
+# pass the id their SDP negotiated (aiortc offers 1 = sdes:mid, 2 = ssrc-audio-level).  Values
+# are -dBov 0..127, lower is louder.
 AUDIO_LEVEL_EXT_ID = 1
 
 
@@ -112,8 +115,12 @@ def is_vp8_keyframe(payload: bytes) -> bool:
     return bool(desc.partition_start and desc.partition_id == 0 and rest and not rest[0] & 1)
 
 
-def load_or_build(cache_dir: Path, seconds: float = 3.0, width: int = 640, height: int = 360) -> MediaFixture:
-    path = cache_dir / f"fixture-{width}x{height}-{seconds:g}s.pickle"
+def load_or_build(
+    cache_dir: Path, seconds: float = 3.0, width: int = 640, height: int = 360, bitrate: int = 800_000
+) -> MediaFixture:
+    """The fixture for these parameters, encoded on first use and cached (pickle) in cache_dir.
+    The thumbnail layer of the SFU load is ``load_or_build(dir, s, 320, 180, THUMB_BITRATE)``."""
+    path = cache_dir / f"fixture-{width}x{height}-{seconds:g}s-{bitrate // 1000}k.pickle"
     if path.exists():
         with path.open("rb") as f:
             cached: MediaFixture = pickle.load(f)
@@ -121,7 +128,7 @@ def load_or_build(cache_dir: Path, seconds: float = 3.0, width: int = 640, heigh
     fixture = MediaFixture(
         width=width,
         height=height,
-        video_frames=encode_video(width, height, seconds),
+        video_frames=encode_video(width, height, seconds, bitrate),
         audio_payloads=encode_audio(seconds),
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -140,9 +147,9 @@ def build_rtp_header(
     return _HEADER.pack(0x90 if extension else 0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
 
 
-def audio_level_extension(level: int) -> bytes:
+def audio_level_extension(level: int, ext_id: int = AUDIO_LEVEL_EXT_ID) -> bytes:
     """One-byte-header extension block (RFC 8285) carrying the RFC 6464 level (voice flag set)."""
-    return struct.pack("!HHBBH", 0xBEDE, 1, (AUDIO_LEVEL_EXT_ID << 4) | 0, 0x80 | (level & 0x7F), 0)
+    return struct.pack("!HHBBH", 0xBEDE, 1, (ext_id << 4) | 0, 0x80 | (level & 0x7F), 0)
 
 
 def site_audio_level(site: int, packet_index: int) -> int:

@@ -1,20 +1,35 @@
-"""Benchmark of the SFU (issue 3): ``python -m bench.sfu [--quick] [--sites S] [--with-janus]``.
+"""Benchmark of the SFU (issue 3): ``python -m bench.sfu [--quick] [--sites S] [--no-janus]``.
 
-Progress on stderr, ONE JSON line on stdout.  Peers measured in the same run: aiortc's stock
-``MediaRelay`` (always) and Janus VideoRoom (when installed).  Each server runs in its own
-process, pinned to one core, the load generator to the other; CPU is read from
-/proc/<pid>/stat (utime + stime) over a measured window after a warm-up.
+Progress on stderr, ONE JSON line on stdout.  Each server runs in its own process pinned to
+core 0, the load generator in this process on core 1; server CPU is utime + stime from
+/proc/<pid>/stat over a measured window after a warm-up.
 
-State of this file: media fixtures (``bench._sfu_fixtures``), paced replay and receive stats
-(``bench._sfu_load``), the MediaRelay baseline and a reference lean SRTP forwarder
-(``bench._sfu_reference``: the per-packet floor, not the SFU) work.  The SFU measurement needs,
-from ``media``: a way to start the SFU in a child process with ICE candidates on a chosen
-address, to join a participant (room, site, role) and exchange SDP without the web layer, and
-from ``media/rtc_adapter.py`` a sender that sends pre-built RTP packets and a receiver that
-does not decode (so the load generator stays cheap), plus the forwarded-to-source mapping (or
-slot events) so latency can be looked up by source SSRC + seq.  Until then the SFU fields are
-null and ``sfu_skipped`` says why.  Janus: detected only (``janus_skipped``); the netns +
-VideoRoom driver is not written yet.
+* **Ours** (``bench._sfu_sites`` + ``bench._sfu_ours``): ``media.MediaService`` in a child
+  process (no web layer: join_room, answer, trickled ICE candidates on 127.0.0.1), one meeting
+  of 1 chair + S sites; every site publishes Opus + 640x360 30 fps VP8 + a 320x180 thumbnail
+  layer (pre-encoded once, paced replay, PLI answered with a keyframe) and subscribes with the
+  default slots (main, chair, 6 gallery, 3 audio, screen).  The load generator uses
+  ``media.rtc_adapter``'s raw sender and non-decoding receive hook.  Reported:
+  ``sfu_cpu_us_per_packet`` (SFU CPU per forwarded RTP packet, i.e. per packet received by a
+  subscriber), ``forwarded_packets_per_s``, ``added_latency_ms_p50/p99`` (send-to-receive
+  through the SFU minus a direct PacketPeer-to-PacketPeer loopback path, same run; packets
+  carry a tag in their RTP padding), and ``max_sites_one_core``: S stepped up (x1.5) then
+  bisected; a size holds when every subscribed video stream gets >= 95% of 30 fps, every
+  audio slot >= 95% of 50 packets/s, and the SFU stays under 0.95 core.  The search stops
+  where the load generator (one core too) falls behind; then ``max_sites_limited_by`` says so.
+* **MediaRelay** (``bench._sfu_mediarelay``): aiortc's stock relay, a smaller job (1 publisher
+  x N subscribers, it decodes once and encodes per subscriber).  ``mediarelay_cpu_ratio`` =
+  its CPU per forwarded 640x360 stream / ours for one such stream (our µs per packet x that
+  stream's packets/s).
+* **Janus** (``bench._sfu_janus``, when installed and runnable: root for a network
+  namespace): ``janus_cpu_ratio`` = ours / Janus CPU per forwarded packet, else null and
+  ``janus_skipped`` says why.
+* **Reference** (full runs only, ``bench._sfu_reference``): a lean SRTP forwarder without ICE,
+  DTLS or RTCP; the per-packet floor, not the SFU; ``reference_*`` fields.
+
+``--quick`` (under a minute): shorter windows, no size search (``max_sites_one_core`` is the
+measured S when it held, a lower bound: ``max_sites_one_core_searched`` false), smaller Janus,
+no reference forwarder.
 """
 
 from __future__ import annotations
@@ -40,8 +55,9 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import VideoStreamTrack
 
 from bench import _sfu_fixtures as fixtures
-from bench import _sfu_mediarelay, _sfu_reference
-from bench._sfu_load import ReceiveStats, SiteReplay, percentile
+from bench import _sfu_janus, _sfu_mediarelay, _sfu_reference
+from bench._sfu_load import ReceiveStats, SiteReplay, Trial, largest_held, next_site_count, percentile
+from bench._sfu_sites import FULL_RATE, run_ours
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -249,88 +265,202 @@ def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: 
 
 
 def sfu_available() -> str | None:
-    """None when media/ offers what the benchmark needs, else why not."""
-    if importlib.util.find_spec("media.rtc_adapter") is None:
-        return "media/rtc_adapter.py not present yet (pre-built packet senders, non-decoding receivers)"
+    """None when media/ offers what the benchmark needs (cheap check, nothing started)."""
+    for module in ("media.rtc_adapter", "media.forwarder"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module.replace('.', '/')}.py not present yet"
     import media
 
-    if not hasattr(media, "MediaService") or getattr(media.MediaService.__doc__, "startswith", lambda _: False)("Placeholder"):
-        return "media.MediaService is still the placeholder"
-    return "SFU load scenario not wired into bench.sfu yet"
+    if not hasattr(media.MediaService, "join_room"):
+        return "media.MediaService has no join_room"
+    return None
 
 
-def janus_status(with_janus: bool) -> str | None:
-    if shutil.which("janus") is None:
-        if with_janus:
-            return "janus not installed; --with-janus install not implemented yet"
-        return "janus not installed (Debian package 'janus'); skipped"
-    return "Janus VideoRoom scenario not wired into bench.sfu yet"
+def search_max_sites(first: dict[str, Any], run: Any, budget_s: float) -> tuple[list[Trial], list[dict[str, Any]]]:
+    """Step S from the main measurement (``first``) with ``next_site_count`` until the search
+    ends or ``budget_s`` is spent; ``run(S)`` measures one size."""
+    trials = [Trial(first["sites"], first["held"], first["generator_limited"])]
+    results = [first]
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        nxt = next_site_count(trials)
+        if nxt is None:
+            break
+        try:
+            r = run(nxt)
+        except Exception as exc:  # a size that cannot even connect counts as not held
+            progress(f"ours: S={nxt}: failed: {type(exc).__name__}: {exc}")
+            trials.append(Trial(nxt, False, False))
+            continue
+        progress(f"ours: S={nxt}: {_brief(r)}")
+        trials.append(Trial(nxt, r["held"], r["generator_limited"]))
+        results.append(r)
+    return trials, results
+
+
+def _brief(r: dict[str, Any]) -> str:
+    def f(v: Any, digits: int = 2) -> Any:
+        return round(v, digits) if isinstance(v, float) else v
+
+    keys = ("held", "generator_limited", "sfu_cpu_cores", "sfu_cpu_us_per_packet", "forwarded_packets_per_s",
+            "video_streams", "video_fps_min", "audio_pps_min", "added_latency_ms_p50", "added_latency_ms_p99",
+            "generator_cpu_cores", "generator_lateness_ms_p99", "keyframe_requests_in_window", "untagged_packets",
+            "sfu_reported")
+    return " ".join(f"{k}={f(r.get(k))}" for k in keys)
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[Trial], searched: bool,
+             relay: dict[str, Any], video_packets_per_s: float, janus: dict[str, Any] | None,
+             janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's one JSON object (pure: testable without running anything)."""
+    us = ours.get("sfu_cpu_us_per_packet") if ours else None
+    # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
+    ours_cores_per_stream = us * 1e-6 * video_packets_per_s if us else None
+    limited = [t.sites for t in trials if t.generator_limited]
+    held = largest_held(trials)
+    result: dict[str, Any] = {
+        "sfu_cpu_us_per_packet": _r(us, 2),
+        "forwarded_packets_per_s": _r(ours["forwarded_packets_per_s"], 0) if ours else None,
+        "max_sites_one_core": held,
+        "added_latency_ms_p50": _r(ours.get("added_latency_ms_p50"), 3) if ours else None,
+        "added_latency_ms_p99": _r(ours.get("added_latency_ms_p99"), 3) if ours else None,
+        "mediarelay_cpu_ratio": _r(relay["cpu_cores_per_stream"] / ours_cores_per_stream, 1) if ours_cores_per_stream else None,
+        "janus_cpu_ratio": _r(us / janus["cpu_us_per_packet"], 3) if us and janus and janus.get("cpu_us_per_packet") else None,
+        "sfu_skipped": sfu_skipped,
+        "janus_skipped": janus_skipped,
+    }
+    if ours:
+        result.update({
+            "sfu_cpu_cores": _r(ours["sfu_cpu_cores"], 3),
+            "sites": ours["sites"],
+            "held_at_sites": ours["held"],
+            "video_fps_min": _r(ours["video_fps_min"], 1),
+            "video_fps_mean": _r(ours["video_fps_mean"], 1),
+            "video_streams": ours["video_streams"],
+            "audio_streams": ours["audio_streams"],
+            "audio_pps_min": _r(ours["audio_pps_min"], 1),
+            "latency_ms_p50": _r(ours["latency_ms_p50"], 3),
+            "latency_ms_p99": _r(ours["latency_ms_p99"], 3),
+            "direct_latency_ms_p50": _r(ours["direct_latency_ms_p50"], 3),
+            "direct_latency_ms_p99": _r(ours["direct_latency_ms_p99"], 3),
+            "untagged_packets": ours["untagged_packets"],
+            "sfu_reported": ours["sfu_reported"],
+            "generator_cpu_cores": _r(ours["generator_cpu_cores"], 3),
+            "generator_lateness_ms_p99": _r(ours["generator_lateness_ms_p99"], 2),
+        })
+    result["max_sites_one_core_searched"] = searched
+    result["max_sites_trials"] = [[t.sites, t.held, t.generator_limited] for t in trials]
+    result["max_sites_limited_by"] = (
+        f"load generator fell behind at S={min(limited)}" if limited and (held is None or min(limited) > held) else None)
+    result["mediarelay_cpu_cores_per_stream"] = _r(relay["cpu_cores_per_stream"], 4)
+    result["mediarelay_received_fps_per_stream"] = _r(relay["received_fps_per_stream"], 1)
+    if janus:
+        result["janus_cpu_us_per_packet"] = _r(janus["cpu_us_per_packet"], 2)
+        result["janus_forwarded_packets_per_s"] = _r(janus["forwarded_packets_per_s"], 0)
+        result["janus_received_fps_per_video_stream"] = _r(janus.get("received_fps_per_video_stream"), 1)
+        result["janus_sites"] = janus.get("sites")
+    if ref:
+        # Not the SFU: the lean SRTP forwarder floor (bench/_sfu_reference.py), same run.
+        result["reference_forwarder_us_per_packet"] = _r(ref["cpu_us_per_packet"], 2)
+        result["reference_added_latency_ms_p50"] = _r(ref["latency_ms_p50"] - ref["direct_latency_ms_p50"], 3)
+        result["reference_added_latency_ms_p99"] = _r(ref["latency_ms_p99"] - ref["direct_latency_ms_p99"], 3)
+    result["params"] = params
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sfu", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced run, under a minute")
     parser.add_argument("--sites", type=int, default=34, help="sites besides the chair (default 34)")
-    parser.add_argument("--with-janus", action="store_true", help="also measure Janus VideoRoom")
+    parser.add_argument("--no-janus", action="store_true", help="do not measure Janus VideoRoom even if installed")
+    parser.add_argument("--no-search", action="store_true", help="measure S only; no search for the largest S")
     args = parser.parse_args(argv)
 
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+    two_cores = (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity")
+    if two_cores:
         os.sched_setaffinity(0, {1})  # load generator on core 1; servers on core 0
-    params: dict[str, Any] = {"quick": args.quick, "sites": args.sites, "cpu_count": os.cpu_count()}
-    warmup, window = (3.0, 5.0) if args.quick else (5.0, 15.0)
-    # One publisher: the load generator (pinned to one core) encodes it and decodes every relayed
-    # stream (aiortc receivers always decode); more would saturate it and lower the frame rate.
-    relay_pubs, relay_subs = (1, 3) if args.quick else (1, 6)
-    ref_pubs, ref_subs = (3, 10) if args.quick else (8, 20)
-    params.update(window_s=window, warmup_s=warmup, mediarelay_publishers=relay_pubs, mediarelay_subscribers_per_publisher=relay_subs)
+    server_cpu = 0 if two_cores else None
+    quick = args.quick
+    warmup, window = (2.0, 4.0) if quick else (5.0, 15.0)
+    step_warmup, step_window = 3.0, 6.0
+    relay_pubs, relay_subs = (1, 3) if quick else (1, 6)
+    janus_sites = min(args.sites, 6 if quick else 16)
+    params: dict[str, Any] = {
+        "quick": quick, "sites": args.sites, "cpu_count": os.cpu_count(), "warmup_s": warmup, "window_s": window,
+        "step_warmup_s": step_warmup, "step_window_s": step_window, "full_rate_fraction": FULL_RATE,
+        "mediarelay_publishers": relay_pubs, "mediarelay_subscribers_per_publisher": relay_subs,
+        "mediarelay_ratio_basis": "per 640x360 30 fps stream: ours = us/packet x its packets/s",
+    }
+    started = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="bench-sfu-") as tmp:
         t = time.monotonic()
-        fixture = fixtures.load_or_build(Path(tmp), seconds=3.0)
+        seconds = 2.0 if quick else 3.0
+        fixture = fixtures.load_or_build(Path(tmp), seconds=seconds)
+        thumb = fixtures.load_or_build(Path(tmp), seconds, fixtures.THUMB_WIDTH, fixtures.THUMB_HEIGHT, fixtures.THUMB_BITRATE)
         progress(
             f"fixtures: {len(fixture.video_frames)} VP8 frames ({fixture.video_packets_per_s:.0f} pkt/s, "
-            f"{fixture.video_bitrate_bps / 1000:.0f} kbps), {len(fixture.audio_payloads)} Opus packets, "
+            f"{fixture.video_bitrate_bps / 1000:.0f} kbps) + thumbnail ({thumb.video_packets_per_s:.0f} pkt/s, "
+            f"{thumb.video_bitrate_bps / 1000:.0f} kbps), {len(fixture.audio_payloads)} Opus packets, "
             f"{time.monotonic() - t:.1f}s"
         )
-        params.update(reference_publishers=ref_pubs, reference_subscribers=ref_subs)
-        params.update(video_packets_per_s=round(fixture.video_packets_per_s, 1), video_kbps=round(fixture.video_bitrate_bps / 1000))
+        params.update(video_packets_per_s=round(fixture.video_packets_per_s, 1), video_kbps=round(fixture.video_bitrate_bps / 1000),
+                      thumb_packets_per_s=round(thumb.video_packets_per_s, 1), thumb_kbps=round(thumb.video_bitrate_bps / 1000))
 
         progress(f"MediaRelay: {relay_pubs} publisher(s) x {relay_subs} subscriber(s), 640x360@30")
         relay = run_mediarelay(relay_pubs, relay_subs, warmup, window)
         progress(f"MediaRelay: {relay}")
 
-        progress(f"reference lean forwarder: {ref_pubs} publisher(s) x {ref_subs} subscriber(s)")
-        ref = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window)
-        progress(f"reference lean forwarder: {ref}")
+        ours: dict[str, Any] | None = None
+        trials: list[Trial] = []
+        searched = False
+        sfu_skipped = sfu_available()
+        if sfu_skipped is None:
+            progress(f"ours: 1 chair + {args.sites} sites")
+            try:
+                ours = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu)
+            except Exception as exc:
+                sfu_skipped = f"the SFU run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                progress(f"ours: {sfu_skipped}")
+        if ours is not None:
+            progress(f"ours: S={args.sites}: {_brief(ours)}")
+            trials = [Trial(ours["sites"], ours["held"], ours["generator_limited"])]
+            if not quick and not args.no_search:
+                trials, _ = search_max_sites(
+                    ours, lambda s: run_ours(fixture, thumb, s, step_warmup, step_window, progress, server_cpu), budget_s=300)
+                searched = True
+        else:
+            progress(f"ours: skipped: {sfu_skipped}")
 
-    sfu_missing = sfu_available()
-    progress(f"SFU: skipped: {sfu_missing}")
-    janus_missing = janus_status(args.with_janus)
-    progress(f"Janus: skipped: {janus_missing}")
+        janus: dict[str, Any] | None = None
+        janus_skipped = "--no-janus" if args.no_janus else _sfu_janus.detect()
+        if janus_skipped is None:
+            progress(f"Janus: 1 chair + {janus_sites} sites")
+            try:
+                janus = _sfu_janus.run_janus(fixture, sites=janus_sites, warmup=warmup, window=window, progress=progress,
+                                             cpu=server_cpu)
+                progress(f"Janus: {janus}")
+            except _sfu_janus.JanusUnavailable as exc:
+                janus_skipped = str(exc)
+        if janus_skipped:
+            progress(f"Janus: skipped: {janus_skipped}")
 
-    result: dict[str, Any] = {
-        "sfu_cpu_us_per_packet": None,
-        "forwarded_packets_per_s": None,
-        "max_sites_one_core": None,
-        "added_latency_ms_p50": None,
-        "added_latency_ms_p99": None,
-        "mediarelay_cpu_ratio": None,
-        "janus_cpu_ratio": None,
-        "mediarelay_cpu_cores_per_stream": round(relay["cpu_cores_per_stream"], 4),
-        "mediarelay_received_fps_per_stream": round(relay["received_fps_per_stream"], 1),
-        # Not the SFU: the lean SRTP forwarder floor (bench/_sfu_reference.py), same run.
-        "reference_forwarder_us_per_packet": round(ref["cpu_us_per_packet"], 2),
-        "reference_forwarded_packets_per_s": round(ref["forwarded_packets_per_s"]),
-        "reference_added_latency_ms_p50": round(ref["latency_ms_p50"] - ref["direct_latency_ms_p50"], 3),
-        "reference_added_latency_ms_p99": round(ref["latency_ms_p99"] - ref["direct_latency_ms_p99"], 3),
-        "reference_mediarelay_cpu_ratio": round(
-            relay["cpu_cores_per_stream"] / (ref["cpu_us_per_packet"] * 1e-6 * fixture.video_packets_per_s), 1
-        ),
-        "sfu_skipped": sfu_missing,
-        "janus_skipped": janus_missing,
-        "params": params,
-    }
-    print(json.dumps(result), flush=True)
+        ref: dict[str, Any] | None = None
+        if not quick:
+            ref_pubs, ref_subs = 8, 20
+            params.update(reference_publishers=ref_pubs, reference_subscribers=ref_subs)
+            progress(f"reference lean forwarder: {ref_pubs} publisher(s) x {ref_subs} subscriber(s)")
+            ref = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window)
+            progress(f"reference lean forwarder: {ref}")
+
+    params["janus_sites"] = janus_sites if janus else None
+    params["elapsed_s"] = round(time.monotonic() - started, 1)
+    result = assemble(ours, sfu_skipped, trials, searched, relay, fixture.video_packets_per_s, janus, janus_skipped, ref, params)
+    print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 
 

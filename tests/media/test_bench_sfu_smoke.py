@@ -78,3 +78,124 @@ def test_replay_paces_and_keeps_sequence_continuous_across_loops(tmp_path: Path)
     assert percentile(stats.latencies_s, 50) is not None and abs(percentile(stats.latencies_s, 99) - 0.001) < 1e-9
     assert percentile([], 50) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+
+
+# ---- latency tags, keyframe requests, replay layers (bench/_sfu_load.py) ----
+
+
+def test_latency_tag_is_valid_rtp_padding_and_survives_a_header_rewrite() -> None:
+    from bench._sfu_load import packet_tag, tag_packet
+
+    plain = fixtures.build_rtp_header(96, True, 7, 9000, 0x1234) + b"\x90\x80\x01vp8 payload"
+    tagged = tag_packet(plain, 0xCAFE01)
+    parsed = RtpPacket.parse(tagged)  # aiortc strips the padding: the payload is untouched
+    assert parsed.payload == b"\x90\x80\x01vp8 payload" and parsed.padding_size == 8 and parsed.marker
+    rewritten = bytearray(tagged)
+    struct.pack_into("!HII", rewritten, 2, 65535, 123456, 0xABCDEF)  # what a forwarder does
+    assert packet_tag(bytes(rewritten)) == 0xCAFE01
+    assert packet_tag(plain) is None
+    foreign_padding = bytes((plain[0] | 0x20,)) + plain[1:] + b"\x00\x00\x00\x04"
+    assert packet_tag(foreign_padding) is None
+
+
+def test_keyframe_requests_in_compound_rtcp() -> None:
+    from bench._sfu_load import keyframe_requests
+
+    rr = struct.pack("!BBHI", 0x80, 201, 1, 1)
+    pli = struct.pack("!BBHII", 0x81, 206, 2, 1, 0xAAAA)
+    fir = struct.pack("!BBHII", 0x84, 206, 6, 1, 0) + struct.pack("!IBxxx", 0xBBBB, 1) + struct.pack("!IBxxx", 0xCCCC, 2)
+    nack = struct.pack("!BBHIIHH", 0x81, 205, 3, 1, 0xDDDD, 10, 0)
+    remb = struct.pack("!BBHII", 0x8F, 206, 4, 1, 0) + b"REMB" + b"\x01\x0a\x00\x00" + b"\x00\x00\xee\xee"
+    assert keyframe_requests(rr + pli + nack + fir + remb) == [0xAAAA, 0xBBBB, 0xCCCC]
+    assert keyframe_requests(pli[:10]) == []  # truncated: ignored, no exception
+
+
+def test_replay_thumbnail_layer_and_keyframe_on_request(tmp_path: Path) -> None:
+    from bench._sfu_fixtures import VideoFrameRtp
+    from bench._sfu_load import SiteReplay
+
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.2, width=160, height=96)
+    fixture.video_frames = [VideoFrameRtp([bytes([i]) * 3, bytes([i]) * 2], keyframe=i == 0) for i in range(6)]
+    thumb = fixtures.MediaFixture(80, 48, [VideoFrameRtp([b"t%d" % i], keyframe=i == 0) for i in range(6)], fixture.audio_payloads)
+    replay = SiteReplay(fixture, 1, video_ssrc=21, audio_ssrc=22, thumb=thumb, thumb_ssrc=23, audio_level_id=2, phase=0.01)
+    assert replay.due(0.0) == []  # this site's clock starts 10 ms later
+    first = replay.due(0.1)
+    assert [p.ssrc for p in first if p.ssrc != 22] == [21, 21, 23, 21, 21, 23, 21, 21, 23]  # 3 frames, in time order
+    audio = next(p for p in first if p.ssrc == 22)
+    ext = audio.data[12:20]
+    assert ext[4] >> 4 == 2  # the negotiated audio level id
+    assert replay.request_keyframe(21) and not replay.request_keyframe(99)
+    assert replay.request_keyframe(21)  # a second request before it is sent: the keyframe is next anyway
+    assert replay.keyframes_on_request == 1
+    after = [p for p in replay.due(0.134) if p.ssrc == 21]  # one more frame (4th) is due
+    assert after[0].data[12:] == b"\x00\x00\x00"  # fixture frame 0 (the keyframe) again
+    assert [p.seq for p in after] == [1006, 1007]  # sequence numbers stay continuous
+    assert [p for p in first if p.ssrc == 23][0].data[12:] == b"t0" and [p.seq for p in first if p.ssrc == 23] == [1500, 1501, 1502]
+
+
+# ---- the search for the largest meeting and the JSON line (bench/sfu.py) ----
+
+
+def test_site_count_search_grows_bisects_and_stops_at_the_generator() -> None:
+    from bench._sfu_load import Trial, largest_held, next_site_count
+
+    assert next_site_count([Trial(34, True)]) == 51
+    assert next_site_count([Trial(34, False)]) == 17
+    assert next_site_count([Trial(34, True), Trial(51, False)]) == 42
+    trials = [Trial(34, True), Trial(51, False), Trial(42, True), Trial(46, True), Trial(48, False)]
+    assert next_site_count(trials) is None and largest_held(trials) == 46
+    # The generator fell behind at 51: never try 51 or more, and 51 is not an SFU failure.
+    limited = [Trial(34, True), Trial(51, False, generator_limited=True)]
+    assert next_site_count(limited) is None and largest_held(limited) == 34
+    assert next_site_count([Trial(1, False)]) is None and largest_held([Trial(1, False)]) is None
+
+
+def test_assemble_computes_the_ratios_from_the_same_run() -> None:
+    from bench._sfu_load import Trial
+    from bench.sfu import assemble
+
+    ours = {"sites": 34, "held": True, "generator_limited": False, "sfu_cpu_us_per_packet": 10.0,
+            "forwarded_packets_per_s": 18000.4, "sfu_cpu_cores": 0.18, "added_latency_ms_p50": 0.4,
+            "added_latency_ms_p99": 2.5, "video_fps_min": 29.9, "video_fps_mean": 30.0, "video_streams": 280,
+            "audio_streams": 105, "audio_pps_min": 50.0, "latency_ms_p50": 0.6, "latency_ms_p99": 3.0,
+            "direct_latency_ms_p50": 0.2, "direct_latency_ms_p99": 0.5, "untagged_packets": 0, "sfu_reported": {},
+            "generator_cpu_cores": 0.5, "generator_lateness_ms_p99": 1.0}
+    relay = {"cpu_cores_per_stream": 0.1, "received_fps_per_stream": 30.0}
+    janus = {"cpu_us_per_packet": 40.0, "forwarded_packets_per_s": 9000.0, "sites": 16}
+    trials = [Trial(34, True), Trial(51, True), Trial(76, False, generator_limited=True)]
+    out = assemble(ours, None, trials, True, relay, 100.0, janus, None, None, {})
+    assert out["sfu_cpu_us_per_packet"] == 10.0 and out["forwarded_packets_per_s"] == 18000
+    assert out["mediarelay_cpu_ratio"] == 100.0  # 0.1 core / (10 us x 100 packets/s)
+    assert out["janus_cpu_ratio"] == 0.25
+    assert out["max_sites_one_core"] == 51 and out["max_sites_limited_by"] == "load generator fell behind at S=76"
+    none = assemble(None, "why", [], False, relay, 100.0, None, "no janus", None, {})
+    for key in ("sfu_cpu_us_per_packet", "forwarded_packets_per_s", "max_sites_one_core", "added_latency_ms_p50",
+                "added_latency_ms_p99", "mediarelay_cpu_ratio", "janus_cpu_ratio"):
+        assert none[key] is None
+    assert none["sfu_skipped"] == "why" and none["janus_skipped"] == "no janus"
+
+
+# ---- the SFU child process and its control pipe (bench/_sfu_ours.py) ----
+
+
+async def test_sfu_child_process_joins_reports_refusals_and_stops() -> None:
+    from bench._sfu_ours import SfuError, SfuProcess
+
+    sfu = SfuProcess(cpu=None)
+    async with sfu:
+        chair = await sfu.join("c", "Chủ trì", "chair")
+        site = await sfu.join("s1", "Điểm cầu 1", "site")
+        assert [e["slot"] for e in site["layout"][:4]] == ["audio-0", "main", "chair", "screen"]
+        assert (await sfu.snapshot(site["id"]))["slots"]["chair"] == chair["id"]
+        try:
+            await sfu.call(site["id"], "set_floor", site["id"])
+        except SfuError as exc:
+            assert exc.code == "not_chair"
+        else:
+            raise AssertionError("a site gave itself the floor")
+        await sfu.call(chair["id"], "set_floor", site["id"])
+        assert any(pid == chair["id"] and e["type"] == "floor" for pid, e in sfu.events) or sfu.slots
+        assert sfu.cpu_seconds() > 0
+        assert isinstance(await sfu.counters(), dict)
+        pid = sfu.pid
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
