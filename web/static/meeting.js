@@ -734,6 +734,7 @@
   state.giveFloor = (id) => send("give_floor", { site: id });
   state.leave = () => { send("leave"); closeRoom("left"); };
   state.dropConnection = () => { if (ws) ws.close(4000, "test drop"); };
+  state.restartIce = () => restartIce();
 
   wire();
   if (config.refused) {
