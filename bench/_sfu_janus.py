@@ -7,18 +7,20 @@ progress)`` returns Janus's CPU per forwarded packet and the receive rates.  Sta
 
 Candidates on loopback: Janus (libnice) gathers no candidate on the loopback interface, and the
 benchmark's traffic must stay on loopback.  So one child process unshares a network namespace
-of its own, brings its ``lo`` up and adds a veth pair whose first end carries 127.0.0.1/32 and
-127.0.0.2/32: Janus sees loopback addresses on an ordinary interface and offers them; the aiortc
-peers gather 127.0.0.2 there (stock aioice skips exactly 127.0.0.1, so no private aioice hook is
-needed).  The namespace has no route out and disappears with the last process in it, so there
-is nothing to delete afterwards; Janus itself is stopped by PID and dies with the child anyway
-(PR_SET_PDEATHSIG).  Janus runs pinned to one core (taskset), from a private config directory:
-only the VideoRoom plugin and the HTTP transport, HTTP API on 127.0.0.1, no STUN, no mDNS.
+of its own, brings its ``lo`` up and adds a veth pair whose first end carries 127.0.0.1/32:
+Janus sees 127.0.0.1 on an ordinary interface and offers it as a host candidate; the aiortc
+peers bind 127.0.0.1 through ``media.rtc_adapter.IcePolicy``.  The namespace has no route out
+and disappears with the last process in it, so there is nothing to delete afterwards; Janus is
+stopped by PID (SIGINT, then SIGKILL) and dies with the child anyway (PR_SET_PDEATHSIG).  Janus
+runs pinned to one core (taskset) from a private config directory: only the VideoRoom plugin
+and the HTTP transport, HTTP API on 127.0.0.1, no STUN, no mDNS, own RTP port range.
 
-The load: 1 chair + S sites, each publishing one Opus track and one 640x360 30 fps VP8 track
-replayed from the pre-encoded fixture (aiortc only packetizes: no encoder runs), each
-subscribing, through one Janus multistream subscriber, to the video of ``gallery + 2`` other
-sites (main + chair + gallery) and the audio of ``audio_slots`` others.  Janus has no thumbnail
+The load: 1 chair + S sites, each publishing one Opus track and one 640x360 30 fps VP8 track,
+and each subscribing, through one Janus multistream subscriber, to the video of ``gallery + 2``
+other sites (main + chair + gallery) and the audio of ``audio_slots`` others.  The peers are
+``media.rtc_adapter.PacketPeer``s (aiortc for SDP/ICE/DTLS only): publishers send the fixture's
+RTP packets at real pace (``bench._sfu_load.SiteReplay``, as bench.sfu's load), subscribers
+count decrypted packets and video marker bits; no codec runs anywhere.  Janus has no thumbnail
 layer, so every video subscription is the full track; CPU is compared per forwarded packet.
 """
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import fractions
 import itertools
 import json
 import multiprocessing
@@ -49,9 +50,8 @@ from typing import Any
 JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 VIDEOROOM_PLUGIN = "libjanus_videoroom.so"
 HTTP_TRANSPORT = "libjanus_http.so"
-# Janus's own address (a candidate it offers) and the aiortc peers' address, both on the veth.
+# Janus's candidate (on the veth) and the aiortc peers' bound address: all in the namespace.
 JANUS_ADDRESS = "127.0.0.1"
-PEER_ADDRESS = "127.0.0.2"
 VETH = ("ltjanus0", "ltjanus1")
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -85,6 +85,8 @@ def detect() -> str | None:
     for tool in ("ip", "taskset"):
         if shutil.which(tool) is None:
             return f"'{tool}' not found (needed for Janus's network namespace / core pinning)"
+    if _packet_adapter() is None:
+        return "media.rtc_adapter.PacketPeer missing (the non-decoding load generator needs it)"
     if os.geteuid() != 0:
         return "not root: a private network namespace for Janus's loopback candidates needs CAP_SYS_ADMIN"
     return None
@@ -153,6 +155,32 @@ def subscription_plan(site: int, feeds: list[int], video_feeds: int, audio_feeds
     return others[:video_feeds], others[:audio_feeds]
 
 
+def udp_socket_drops(pid: int, proc: Path = Path("/proc")) -> tuple[int, int]:
+    """Datagrams dropped on full receive buffers in this network namespace (/proc/net/udp is
+    per namespace), split into (sockets of process ``pid``, all other sockets)."""
+    inodes = set()
+    try:
+        for fd in (proc / str(pid) / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    own = other = 0
+    for line in (proc / "net" / "udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 13:
+            continue
+        if fields[9] in inodes:
+            own += int(fields[12])
+        else:
+            other += int(fields[12])
+    return own, other
+
+
 def process_tree_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
     """utime + stime of ``pid`` and all its descendants (every thread counts), from /proc."""
     parents: dict[int, int] = {}
@@ -177,16 +205,6 @@ def process_tree_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
     return sum(times.get(p, 0.0) for p in tree)
 
 
-def vp8_frame_bitstreams(fixture: Any) -> list[bytes]:
-    """The fixture's VP8 frames as whole bitstreams (RTP payload descriptors stripped)."""
-    from aiortc.codecs.vpx import VpxPayloadDescriptor
-
-    frames = []
-    for frame in fixture.video_frames:
-        frames.append(b"".join(VpxPayloadDescriptor.parse(p)[1] for p in frame.payloads))
-    return frames
-
-
 # --- the namespace and the Janus process (run inside the child) --------------------------------
 
 
@@ -198,7 +216,6 @@ def _enter_private_netns() -> None:
         ["ip", "link", "set", "lo", "up"],
         ["ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1]],
         ["ip", "addr", "add", f"{JANUS_ADDRESS}/32", "dev", VETH[0]],
-        ["ip", "addr", "add", f"{PEER_ADDRESS}/32", "dev", VETH[0]],
         ["ip", "link", "set", VETH[0], "up"],
         ["ip", "link", "set", VETH[1], "up"],
     ]
@@ -356,15 +373,7 @@ class JanusSession:
                 pass
 
 
-# --- the load: aiortc peers --------------------------------------------------------------------
-#
-# Two ways to drive aiortc.  Preferred: media/rtc_adapter.py's PacketPeer (the project's one
-# place for aiortc's private API): publishers send the fixture's RTP packets as they are (the
-# same paced ``SiteReplay`` as bench.sfu's load), subscribers count decrypted packets and marker
-# bits; nothing is encoded or decoded.  Fallback while the adapter is absent: stock aiortc, the
-# publishers' tracks yield pre-encoded ``av.Packet`` frames (packetized, never encoded) but the
-# subscribers' receivers decode, which limits the load the generator can sustain
-# (``load_generator`` in the result says which one ran).
+# --- the load: packet-level aiortc peers -------------------------------------------------------
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
@@ -402,83 +411,36 @@ def set_one_byte_extension_id(packet: bytes, old_id: int, new_id: int) -> bytes:
     return bytes(out)
 
 
-class _PacedPacketTrack:
-    """Fallback publisher media: pre-encoded frames as ``av.Packet`` at real pace (aiortc
-    packetizes them, never encodes)."""
-
-    def __new__(cls, kind: str, frames: list[bytes], interval: float, clock_rate: int) -> Any:
-        import av
-        from aiortc import MediaStreamTrack
-
-        class Track(MediaStreamTrack):
-            def __init__(self) -> None:
-                super().__init__()
-                self._n = 0
-                self._start: float | None = None
-                self._time_base = fractions.Fraction(1, clock_rate)
-                self._step = round(interval * clock_rate)
-
-            async def recv(self) -> av.Packet:
-                loop = asyncio.get_running_loop()
-                if self._start is None:
-                    self._start = loop.time()
-                delay = self._start + self._n * interval - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                packet = av.Packet(frames[self._n % len(frames)])
-                packet.pts = self._n * self._step
-                packet.time_base = self._time_base
-                self._n += 1
-                return packet
-
-        track = Track()
-        track.kind = kind
-        return track
-
-
 @dataclass
 class Subscriber:
-    """One site's Janus subscriber handle and its receive counters."""
+    """One site's Janus subscriber handle and its receive counters (no decoding)."""
 
-    pc: Any
-    handle: int
+    peer: Any
     video_feeds: list[int]
     audio_feeds: list[int]
-    packet_peer: Any = None
     video_mids: frozenset[str] = frozenset()
     packets: int = 0
     video_frames: int = 0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
         self.packets += 1
         if packet[1] & 0x80 and mid in self.video_mids:
             self.video_frames += 1
 
-    async def packets_received(self) -> int:
-        if self.packet_peer is not None:
-            return self.packets
-        report = await self.pc.getStats()
-        return sum(s.packetsReceived for s in report.values() if getattr(s, "type", "") == "inbound-rtp")
-
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await (self.packet_peer.close() if self.packet_peer is not None else self.pc.close())
+        await self.peer.close()
 
 
 @dataclass
 class Publisher:
-    """One site's Janus publisher handle; with the adapter, its paced replay."""
+    """One site's Janus publisher handle and its paced replay of the fixture."""
 
     feed: int
-    pc: Any
+    peer: Any
     mids: dict[str, str]
-    packet_peer: Any = None
-    replay: Any = None
-    audio_ssrc: int = 0
-    audio_level_id: int | None = None
+    replay: Any
+    audio_ssrc: int
+    audio_level_id: int | None
 
     def send_due(self, elapsed: float) -> None:
         from bench._sfu_fixtures import AUDIO_LEVEL_EXT_ID
@@ -487,72 +449,59 @@ class Publisher:
             data = p.data
             if p.ssrc == self.audio_ssrc and self.audio_level_id is not None:
                 data = set_one_byte_extension_id(data, AUDIO_LEVEL_EXT_ID, self.audio_level_id)
-            self.packet_peer.send_rtp(data)
+            self.peer.send_rtp(data)
 
     async def close(self) -> None:
-        await (self.packet_peer.close() if self.packet_peer is not None else self.pc.close())
+        await self.peer.close()
 
 
-async def _consume(track: Any, subscriber: Subscriber) -> None:
-    # Fallback only: stock aiortc receivers decode; reading the track keeps its queue short.
-    while True:
-        await track.recv()
-        if track.kind == "video":
-            subscriber.video_frames += 1
+def _packet_peer(rtc: Any, on_rtp: Any = None) -> Any:
+    from aiortc import RTCPeerConnection
 
-
-def _peer_connection(rtc: Any) -> Any:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    return RTCPeerConnection(rtc.rtc_configuration([]) if rtc is not None else RTCConfiguration(iceServers=[]))
+    pc = RTCPeerConnection(rtc.rtc_configuration([]))
+    return rtc.PacketPeer(pc, rtc.IcePolicy(candidate_addresses=(JANUS_ADDRESS,)), on_rtp=on_rtp)
 
 
 def _candidates(sdp: str) -> list[str]:
     return sorted({line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")})
 
 
-async def _publish(session: JanusSession, site: int, fixture: Any, video: list[bytes], rtc: Any, progress: Progress) -> Publisher:
+async def _publish(session: JanusSession, site: int, fixture: Any, rtc: Any, progress: Progress) -> Publisher:
     from aiortc import RTCSessionDescription
 
-    from bench._sfu_fixtures import AUDIO_CLOCK, AUDIO_FRAME_S, FPS, VIDEO_CLOCK
+    from bench._sfu_load import SiteReplay
 
     handle = await session.attach()
-    pc = _peer_connection(rtc)
-    peer = None
-    if rtc is not None:
-        pc.addTransceiver("audio", direction="sendonly")
-        pc.addTransceiver("video", direction="sendonly")
-        peer = rtc.PacketPeer(pc, rtc.IcePolicy(candidate_addresses=(JANUS_ADDRESS,)))
-        peer.attach()
-    else:
-        pc.addTrack(_PacedPacketTrack("audio", list(fixture.audio_payloads), AUDIO_FRAME_S, AUDIO_CLOCK))
-        pc.addTrack(_PacedPacketTrack("video", video, 1 / FPS, VIDEO_CLOCK))
-    await pc.setLocalDescription(await pc.createOffer())
-    data, jsep = await session.message(
-        handle,
-        {"request": "joinandconfigure", "room": ROOM_ID, "ptype": "publisher", "display": "chair" if site == 0 else f"site-{site}"},
-        {"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False},
-    )
-    if jsep is None:
-        raise JanusError(f"publisher {site}: no SDP answer in {data}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
-    if site == 0:
-        progress(f"Janus: ICE host candidates: Janus {', '.join(_candidates(jsep['sdp'])) or 'none'}; "
-                 f"aiortc peers {', '.join(_candidates(pc.localDescription.sdp)) or 'none'}")
-    publisher = Publisher(int(data["id"]), pc, {t.kind: t.mid for t in pc.getTransceivers()}, peer)
-    if peer is not None:
-        from bench._sfu_load import SiteReplay
-
+    peer = _packet_peer(rtc)
+    pc = peer.pc
+    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("video", direction="sendonly")
+    peer.attach()
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        data, jsep = await session.message(
+            handle,
+            {"request": "joinandconfigure", "room": ROOM_ID, "ptype": "publisher", "display": "chair" if site == 0 else f"site-{site}"},
+            {"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False},
+        )
+        if jsep is None:
+            raise JanusError(f"publisher {site}: no SDP answer in {data}")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
+        if site == 0:
+            progress(f"Janus: ICE host candidates: Janus {', '.join(_candidates(jsep['sdp'])) or 'none'}; "
+                     f"aiortc peers {', '.join(_candidates(pc.localDescription.sdp)) or 'none'}")
         lines = {line.kind: line for line in peer.negotiated()}
         audio_line, video_line = lines["audio"], lines["video"]
         vp8, opus = video_line.codec("vp8"), audio_line.codec("opus")
         if vp8 is None or opus is None:
             raise JanusError(f"publisher {site}: Janus did not accept VP8 + Opus")
-        publisher.replay = SiteReplay(fixture, site, video_ssrc=video_line.local_ssrc, audio_ssrc=audio_line.local_ssrc,
-                                      video_pt=vp8.payload_type, audio_pt=opus.payload_type)
-        publisher.audio_ssrc = audio_line.local_ssrc
-        publisher.audio_level_id = audio_line.extensions.get(AUDIO_LEVEL_URI)
-    return publisher
+    except BaseException:
+        await peer.close()
+        raise
+    replay = SiteReplay(fixture, site, video_ssrc=video_line.local_ssrc, audio_ssrc=audio_line.local_ssrc,
+                        video_pt=vp8.payload_type, audio_pt=opus.payload_type)
+    return Publisher(int(data["id"]), peer, {"audio": audio_line.mid, "video": video_line.mid}, replay,
+                     audio_line.local_ssrc, audio_line.extensions.get(AUDIO_LEVEL_URI))
 
 
 async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds: list[int], mids: dict[int, dict[str, str]], rtc: Any) -> Subscriber:
@@ -563,22 +512,18 @@ async def _subscribe(session: JanusSession, video_feeds: list[int], audio_feeds:
     data, jsep = await session.message(handle, {"request": "join", "room": ROOM_ID, "ptype": "subscriber", "streams": streams})
     if jsep is None:
         raise JanusError(f"subscriber: no SDP offer in {data}")
-    pc = _peer_connection(rtc)
-    subscriber = Subscriber(pc, handle, video_feeds, audio_feeds)
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
-    if rtc is not None:
-        subscriber.packet_peer = rtc.PacketPeer(pc, rtc.IcePolicy(candidate_addresses=(JANUS_ADDRESS,)), on_rtp=subscriber.on_rtp)
-        subscriber.packet_peer.attach()
-    else:
-
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            subscriber.tasks.append(asyncio.create_task(_consume(track, subscriber)))
-
-    await pc.setLocalDescription(await pc.createAnswer())
-    if subscriber.packet_peer is not None:
-        subscriber.video_mids = frozenset(line.mid for line in subscriber.packet_peer.negotiated() if line.kind == "video")
-    await session.message(handle, {"request": "start", "room": ROOM_ID}, {"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False})
+    subscriber = Subscriber(None, video_feeds, audio_feeds)
+    subscriber.peer = peer = _packet_peer(rtc, on_rtp=subscriber.on_rtp)
+    try:
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))
+        peer.attach()
+        await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+        subscriber.video_mids = frozenset(line.mid for line in peer.negotiated() if line.kind == "video")
+        answer = {"type": "answer", "sdp": peer.pc.localDescription.sdp, "trickle": False}
+        await session.message(handle, {"request": "start", "room": ROOM_ID}, answer)
+    except BaseException:
+        await peer.close()
+        raise
     return subscriber
 
 
@@ -590,11 +535,6 @@ async def _send_paced(publishers: list[Publisher]) -> None:
         for publisher in publishers:
             publisher.send_due(elapsed)
         await asyncio.sleep(0.002)
-
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _wait_http(base_url: str, janus: JanusProcess, timeout: float = 15.0) -> None:
@@ -621,13 +561,35 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
 
     from bench._sfu_fixtures import AUDIO_FRAME_S
 
-    await _wait_http(janus.base_url, janus)
     rtc = _packet_adapter()
-    video = vp8_frame_bitstreams(fixture)
+    if rtc is None:
+        raise JanusUnavailable("media.rtc_adapter.PacketPeer missing")
+    await _wait_http(janus.base_url, janus)
     n_publishers = sites + 1
+    video_n, audio_n = min(n_publishers - 1, gallery + 2), min(n_publishers - 1, audio_slots)
     publishers: list[Publisher] = []
     subscribers: list[Subscriber] = []
     sender: asyncio.Task[None] | None = None
+    # Joins run a few at a time (Janus answers each handle in its own thread).
+    gate = asyncio.Semaphore(8)
+
+    async def publish(site: int) -> Publisher:
+        async with gate:
+            return await _publish(session, site, fixture, rtc, progress)
+
+    async def subscribe(site: int) -> Subscriber:
+        video, audio = subscription_plan(site, [p.feed for p in publishers], video_n, audio_n)
+        async with gate:
+            return await _subscribe(session, video, audio, {p.feed: p.mids for p in publishers}, rtc)
+
+    async def join_all(joins: list[Any], into: list[Any]) -> None:
+        # Keep every peer that joined (to close it) even when another join failed.
+        results = await asyncio.gather(*joins, return_exceptions=True)
+        into.extend(r for r in results if not isinstance(r, BaseException))
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as http:
         session = JanusSession(http, janus.base_url)
         await session.create()
@@ -648,50 +610,20 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
                     "permanent": False,
                 },
             )
-            # Joins run a few at a time (Janus answers each in its own handle thread).
-            gate = asyncio.Semaphore(8)
-
-            async def publish(site: int) -> Publisher:
-                async with gate:
-                    return await _publish(session, site, fixture, video, rtc, progress)
-
-            async def subscribe(site: int) -> Subscriber:
-                v, a = subscription_plan(site, feeds, video_n, audio_n)
-                async with gate:
-                    return await _subscribe(session, v, a, mids, rtc)
-
-            for joined in await asyncio.gather(*(publish(site) for site in range(n_publishers)), return_exceptions=True):
-                if isinstance(joined, BaseException):
-                    raise joined
-                publishers.append(joined)
+            await join_all([publish(site) for site in range(n_publishers)], publishers)
             # Janus lists a feed for subscribers only once its PeerConnection is up.
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
-            if rtc is not None:
-                for p in publishers:
-                    await p.packet_peer.wait_connected(10)
-                sender = asyncio.create_task(_send_paced(publishers))
-            progress(f"Janus: {n_publishers} publishers joined and connected ({'packet peers' if rtc else 'stock aiortc peers, decoding'})")
-            feeds = [p.feed for p in publishers]
-            mids = {p.feed: p.mids for p in publishers}
-            video_n, audio_n = min(n_publishers - 1, gallery + 2), min(n_publishers - 1, audio_slots)
-            for joined in await asyncio.gather(*(subscribe(site) for site in range(n_publishers)), return_exceptions=True):
-                if isinstance(joined, BaseException):
-                    raise joined
-                subscribers.append(joined)
+            for p in publishers:
+                await p.peer.wait_connected(10)
+            sender = asyncio.create_task(_send_paced(publishers))
+            progress(f"Janus: {n_publishers} publishers joined and connected")
+            await join_all([subscribe(site) for site in range(n_publishers)], subscribers)
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in session.webrtcup.values())), 30)
-            progress(f"Janus: {n_publishers} subscribers x ({video_n} video + {audio_n} audio) connected")
+            progress(f"Janus: {n_publishers} subscribers x ({video_n} video + {audio_n} audio) connected; warm-up {warmup:g}s, window {window:g}s")
             await asyncio.sleep(warmup)  # steady state wanted (bench only)
-            sent0 = sum(p.packet_peer.tx_packets for p in publishers if p.packet_peer is not None)
-            cpu0, load0, t0 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
-            packets0 = [await s.packets_received() for s in subscribers]
-            frames0 = sum(s.video_frames for s in subscribers)
+            before = _Snapshot.take(janus, publishers, subscribers)
             await asyncio.sleep(window)
-            cpu1, load1, t1 = janus.cpu_seconds(), _own_cpu_seconds(), time.monotonic()
-            sent1 = sum(p.packet_peer.tx_packets for p in publishers if p.packet_peer is not None)
-            send_drops = sum(p.packet_peer.tx_dropped for p in publishers if p.packet_peer is not None)
-            rx_errors = sum(s.packet_peer.rx_errors for s in subscribers if s.packet_peer is not None)
-            packets1 = [await s.packets_received() for s in subscribers]
-            frames1 = sum(s.video_frames for s in subscribers)
+            after = _Snapshot.take(janus, publishers, subscribers)
         finally:
             if sender is not None:
                 sender.cancel()
@@ -699,29 +631,65 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
             for peer in [*subscribers, *publishers]:
                 await peer.close()
             await session.close()
-    forwarded = sum(packets1) - sum(packets0)
-    elapsed = t1 - t0
+    elapsed = after.at - before.at
+    forwarded = after.received - before.received
     video_streams = sum(len(s.video_feeds) for s in subscribers)
+    audio_streams = sum(len(s.audio_feeds) for s in subscribers)
     return {
         "sites": sites,
         "publishers": n_publishers,
         "video_streams": video_streams,
-        "audio_streams": sum(len(s.audio_feeds) for s in subscribers),
+        "audio_streams": audio_streams,
         "window_s": round(elapsed, 2),
-        "cpu_cores": (cpu1 - cpu0) / elapsed,
-        "cpu_us_per_packet": (cpu1 - cpu0) / max(1, forwarded) * 1e6,
+        "cpu_cores": (after.janus_cpu - before.janus_cpu) / elapsed,
+        "cpu_us_per_packet": (after.janus_cpu - before.janus_cpu) / max(1, forwarded) * 1e6,
         "forwarded_packets_per_s": forwarded / elapsed,
-        "expected_packets_per_s": video_streams * fixture.video_packets_per_s + sum(len(s.audio_feeds) for s in subscribers) / AUDIO_FRAME_S,
-        "received_fps_per_video_stream": (frames1 - frames0) / elapsed / max(1, video_streams),
-        # Where packets go missing, if they do: published by the load generator (packet peers
-        # only), dropped before sending (socket backlog), failed SRTP checks at subscribers.
-        "published_packets_per_s": (sent1 - sent0) / elapsed,
-        "publisher_send_drops": send_drops,
-        "subscriber_srtp_errors": rx_errors,
-        # The load generator's own CPU (all its threads): near 1.0 means it, not Janus, limits the rate.
-        "load_generator_cpu_cores": (load1 - load0) / elapsed,
-        "load_generator": "media.rtc_adapter packet peers" if rtc is not None else "stock aiortc (subscribers decode)",
+        "expected_packets_per_s": video_streams * fixture.video_packets_per_s + audio_streams / AUDIO_FRAME_S,
+        "received_fps_per_video_stream": (after.video_frames - before.video_frames) / elapsed / max(1, video_streams),
+        # Where packets go missing, if they do: published by the load generator, dropped before
+        # sending (socket backlog), failed SRTP checks at subscribers.
+        "published_packets_per_s": (after.published - before.published) / elapsed,
+        "publisher_send_drops": after.send_drops,
+        "subscriber_srtp_errors": after.srtp_errors,
+        # Datagrams the kernel dropped on full receive buffers: at Janus's sockets (Janus did
+        # not keep up) or at the load generator's (it did not).
+        "janus_socket_drops_per_s": (after.janus_socket_drops - before.janus_socket_drops) / elapsed,
+        "load_generator_socket_drops_per_s": (after.load_socket_drops - before.load_socket_drops) / elapsed,
+        # The load generator's own CPU: near 1.0 means it, not Janus, limits the rate.
+        "load_generator_cpu_cores": (after.load_cpu - before.load_cpu) / elapsed,
     }
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    at: float
+    janus_cpu: float
+    load_cpu: float
+    received: int
+    video_frames: int
+    published: int
+    send_drops: int
+    srtp_errors: int
+    janus_socket_drops: int
+    load_socket_drops: int
+
+    @classmethod
+    def take(cls, janus: JanusProcess, publishers: list[Publisher], subscribers: list[Subscriber]) -> _Snapshot:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        assert janus.process is not None
+        drops = udp_socket_drops(janus.process.pid)
+        return cls(
+            at=time.monotonic(),
+            janus_cpu=janus.cpu_seconds(),
+            load_cpu=usage.ru_utime + usage.ru_stime,
+            received=sum(s.packets for s in subscribers),
+            video_frames=sum(s.video_frames for s in subscribers),
+            published=sum(p.peer.tx_packets for p in publishers),
+            send_drops=sum(p.peer.tx_dropped for p in publishers),
+            srtp_errors=sum(s.peer.rx_errors for s in subscribers),
+            janus_socket_drops=drops[0],
+            load_socket_drops=drops[1],
+        )
 
 
 # --- the child process and the parent's entry point ---------------------------------------------

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.rtp import unpack_header_extensions
 
 from bench import _sfu_fixtures as fixtures
@@ -72,18 +71,6 @@ def test_process_tree_cpu_includes_descendants() -> None:
         child.wait(10)
 
 
-def test_vp8_frame_bitstreams_strip_descriptors_only(tmp_path: Path) -> None:
-    fixture = fixtures.load_or_build(tmp_path, seconds=0.2, width=160, height=96)
-    frames = janus.vp8_frame_bitstreams(fixture)
-    assert len(frames) == len(fixture.video_frames)
-    # aiortc's own packetizer (what the publisher's sender runs) gives back the same payloads
-    # apart from the descriptor's picture id.
-    for bitstream, frame in zip(frames, fixture.video_frames):
-        repacked = Vp8Encoder._packetize(bitstream, picture_id=0)
-        assert [VpxPayloadDescriptor.parse(p)[1] for p in repacked] == [VpxPayloadDescriptor.parse(p)[1] for p in frame.payloads]
-    assert frames[0][0] & 1 == 0  # keyframe bit of the VP8 frame tag
-
-
 def test_detect_reports_a_reason_or_none() -> None:
     reason = janus.detect()
     assert reason is None or (isinstance(reason, str) and reason)
@@ -112,3 +99,20 @@ def test_audio_level_extension_renumbered_to_negotiated_id() -> None:
     # Packets without that extension (video) are returned as they are.
     video = fixtures.build_rtp_header(96, True, 8, 3000, 0x5678) + b"vp8"
     assert janus.set_one_byte_extension_id(video, fixtures.AUDIO_LEVEL_EXT_ID, 2) is video
+
+
+def test_udp_socket_drops_split_by_owner(tmp_path: Path) -> None:
+    # A /proc stand-in: process 42 owns socket inode 1001; /proc/net/udp lists two sockets.
+    (tmp_path / "42" / "fd").mkdir(parents=True)
+    os.symlink("socket:[1001]", tmp_path / "42" / "fd" / "7")
+    os.symlink("/dev/null", tmp_path / "42" / "fd" / "0")
+    (tmp_path / "net").mkdir()
+    header = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
+    row = "  {sl}: 0100007F:{port:04X} 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 0000000000000000 {drops}\n"
+    (tmp_path / "net" / "udp").write_text(
+        header + row.format(sl=1, port=20001, inode=1001, drops=12) + row.format(sl=2, port=40000, inode=2002, drops=5)
+    )
+    assert janus.udp_socket_drops(42, proc=tmp_path) == (12, 5)
+    assert janus.udp_socket_drops(43, proc=tmp_path) == (0, 17)  # no such process: all "other"
+    own, other = janus.udp_socket_drops(os.getpid())  # the real table parses
+    assert own >= 0 and other >= 0
