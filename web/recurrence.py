@@ -156,7 +156,7 @@ def expand(start: dt.datetime, end: dt.datetime, rule: Recurrence | None, tz: zo
             out.append(Occurrence(s, ns, ne, True))
         else:
             out.append(Occurrence(s, s, s + duration))
-    return sorted(out, key=lambda o: o.start)
+    return sorted(out, key=lambda o: (o.start, o.original_start))
 
 
 def _wall(t: dt.datetime, tz: zoneinfo.ZoneInfo, shift: dt.timedelta) -> dt.datetime:
@@ -207,4 +207,4 @@ def expand_between(start: dt.datetime, end: dt.datetime, rule: Recurrence | None
     for s, (ns, ne) in overrides.items():
         if s not in seen and s not in cancelled and overlaps(ns, ne):
             out.append(Occurrence(s, ns, ne, True))
-    return sorted(out, key=lambda o: o.start)
+    return sorted(out, key=lambda o: (o.start, o.original_start))
