@@ -246,10 +246,41 @@ async def meeting_socket(request: web.Request) -> web.WebSocketResponse:
 
 # ---- media bridge: everything below speaks to media.MediaService's public face ----
 
+# MediaError codes -> the error codes of docs/signalling.md
+_MEDIA_CODES = {"no_such_participant": "unknown_site", "not_chair": "forbidden", "observer": "forbidden",
+                "left": "not_joined", "bad_sdp": "bad_field", "bad_candidate": "bad_field"}
+# A join the SFU refuses (the token was fine): said to the person like a refused token.
+_JOIN_REFUSALS = {
+    "locked": ("Chủ trì đã khóa cuộc họp, không nhận thêm điểm cầu.",
+               "The chair has locked the meeting: no more sites can join."),
+    "ended": ("Cuộc họp đã kết thúc.", "The meeting has ended."),
+}
+
+
 def media_available(app: web.Application) -> bool:
-    """The SFU's public face (join, offer/answer, ICE, leave, chair controls) has not landed yet:
-    until it does, a granted join is answered with ``media_unavailable`` and nothing is allocated."""
-    return callable(getattr(app[keys.MEDIA], "join", None))
+    """Whether ``app[keys.MEDIA]`` offers the SFU's public face (``join_room`` and friends); without
+    it a granted join is answered with ``media_unavailable`` and nothing is allocated."""
+    return callable(getattr(app[keys.MEDIA], "join_room", None))
+
+
+def _event_sender(conn: SignallingConnection) -> Any:
+    """The participant's event sink: media events as protocol messages on this WebSocket; a
+    ``closed`` event (removed, ended) ends the session and closes the socket."""
+    async def send(event: dict[str, Any]) -> None:
+        await conn.send_json(server_message(event["type"], **{k: v for k, v in event.items() if k != "type"}))
+        if event["type"] == "closed" and event.get("reason") in ("removed", "ended"):
+            session, conn.session = conn.session, None
+            if session is not None:
+                conn.app[SESSIONS].remove(session)
+            await conn.close(CLOSE_REMOVED if event["reason"] == "removed" else CLOSE_ENDED, event["reason"])
+    return send
+
+
+def _joined(conn: SignallingConnection, session: RoomSession, resumed: bool) -> dict[str, Any]:
+    p = session.participant
+    return server_message("joined", resume=session.resume_key, resumed=resumed, me=p.me(),
+                          meeting_title=getattr(session.grant, "meeting_title", ""),
+                          ice_servers=conn.app[keys.MEDIA].ice_servers(), layout=p.layout(), **p.snapshot())
 
 
 async def media_join(conn: SignallingConnection, grant: Any, msg: ClientMessage) -> None:
@@ -258,23 +289,106 @@ async def media_join(conn: SignallingConnection, grant: Any, msg: ClientMessage)
                               msg, message_vi="Dịch vụ hình ảnh, âm thanh của máy chủ họp chưa sẵn sàng")
         await conn.close(1011, "media_unavailable")
         return
-    raise MediaRefusal("media_unavailable", "this media service version is not supported yet")
+    import media  # the public face only
+
+    try:
+        p = await conn.app[keys.MEDIA].join_room(room_id=grant.room_id, site_id=grant.site_id,
+                                                 site_name=grant.site_name, role=grant.role,
+                                                 on_event=_event_sender(conn))
+    except media.MediaError as e:
+        vi, en = _JOIN_REFUSALS.get(e.code, ("Không vào được cuộc họp.", e.message))
+        await conn.send_json(server_message("refused", code=e.code, message=vi if conn.lang == "vi" else en,
+                                            message_vi=vi, message_en=en))
+        await conn.close(CLOSE_REFUSED, e.code)
+        return
+    session = RoomSession(grant, p)
+    conn.app[SESSIONS].add(session, conn)
+    conn.session = session
+    log.info("site joined", extra={"site": grant.site_id, "room": grant.room_id, "participant": p.id})
+    await conn.send_json(_joined(conn, session, False))
 
 
 async def media_resume(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
-    raise MediaRefusal("media_unavailable", "the meeting server's media service is not available")
+    session.participant.set_event_sink(_event_sender(conn))
+    await conn.send_json(_joined(conn, session, True))
 
 
 async def media_leave(session: RoomSession) -> None:
-    return None
+    """The grace period ran out: the site leaves for good."""
+    await session.participant.leave()
 
 
-async def _media_not_ready(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
-    raise MediaRefusal("media_unavailable", "the meeting server's media service is not available")
+async def _offer(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    sdp = await session.participant.answer(msg.get("sdp"))
+    await conn.send_json(server_message("answer", sdp=sdp))
 
 
-MEDIA_HANDLERS: dict[str, Any] = {t: _media_not_ready for t in (
-    "offer", "answer", "ice", "leave", "media_state", "hand", *CHAIR_ONLY)}
+async def _ice(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.add_ice_candidate(msg.get("candidate"))
+
+
+async def _leave(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.leave()
+    conn.app[SESSIONS].remove(session)
+    conn.session = None
+    await conn.send_json(server_message("closed", reason="left", message=""))
+    await conn.close(CLOSE_LEFT, "left")
+
+
+async def _answer(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    raise MediaRefusal("bad_field", "the server makes no offers: send an offer, it answers")
+
+
+async def _media_state(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.set_media_state(msg.get("audio"), msg.get("video"), msg.get("screen"))
+
+
+async def _hand(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.raise_hand(msg.get("raised"))
+
+
+async def _give_floor(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.set_floor(msg.get("site"))
+
+
+async def _take_floor(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.set_floor(None)
+
+
+async def _mute_site(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    muted = msg.get("muted")
+    await session.participant.mute_site(msg.get("site"), True if muted is None else muted)
+
+
+async def _remove_site(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.remove_site(msg.get("site"))
+
+
+async def _lock(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.lock(msg.get("locked"))
+
+
+async def _end(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+    await session.participant.end()
+
+
+def _media_call(handler: Any) -> Any:
+    """A MediaError from the SFU becomes an ``error`` with the protocol's code."""
+    async def call(conn: SignallingConnection, session: RoomSession, msg: ClientMessage) -> None:
+        import media
+
+        try:
+            await handler(conn, session, msg)
+        except media.MediaError as e:
+            raise MediaRefusal(_MEDIA_CODES.get(e.code, e.code), e.message) from None
+    return call
+
+
+MEDIA_HANDLERS: dict[str, Any] = {t: _media_call(h) for t, h in {
+    "offer": _offer, "answer": _answer, "ice": _ice, "leave": _leave, "media_state": _media_state,
+    "hand": _hand, "give_floor": _give_floor, "take_floor": _take_floor, "mute_site": _mute_site,
+    "remove_site": _remove_site, "lock": _lock, "end": _end}.items()}
+assert set(MEDIA_HANDLERS) == {"offer", "answer", "ice", "leave", "media_state", "hand", *CHAIR_ONLY}
 
 
 # ---- setup and shutdown ----

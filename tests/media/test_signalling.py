@@ -102,18 +102,83 @@ async def test_chair_commands_before_join_are_refused(running: Running) -> None:
             assert reply["code"] == "not_joined" and reply["ref"] == msg["type"]
 
 
-async def test_granted_join_without_media_service_allocates_nothing(running: Running) -> None:
-    # media/ has not published join/offer/answer yet: the server says so instead of crashing.
+class SocketSite:
+    """A site speaking the protocol over the real WebSocket, with an aiortc peer (tests.media.sfu_client)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+
+    async def send(self, **msg: Any) -> None:
+        await self.ws.send_str(json.dumps({"v": 1, **msg}))
+
+    async def next(self, predicate: Any) -> dict[str, Any]:
+        for m in self.messages:
+            if predicate(m):
+                self.messages.remove(m)
+                return m
+        while True:
+            m = await receive(self.ws)
+            if predicate(m):
+                return m
+            self.messages.append(m)
+
+    async def answer(self, sdp: str) -> str:
+        await self.send(type="offer", sdp=sdp, id=2)
+        reply = await self.next(lambda m: m["type"] in ("answer", "error"))
+        assert reply["type"] == "answer", reply
+        return reply["sdp"]  # type: ignore[no-any-return]
+
+
+async def test_sites_join_negotiate_and_get_media_through_signalling(running: Running) -> None:
+    from tests.media.sfu_client import Pump, Site
+
     created = await meeting_now(running)
-    token = token_of(link_of(created, "so-dttg-son-la"))
-    async with running.client() as c, c.ws_connect("/ws/meeting") as ws:
-        await ws.send_str(json.dumps({"v": 1, "type": "join", "token": token, "id": 1}))
-        reply = await receive(ws)
-        assert reply["type"] == "error" and reply["code"] == "media_unavailable" and reply["message_vi"]
-        assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+    sites: list[Site] = []
+    async with running.client() as c, c.ws_connect("/ws/meeting") as ws_chair, c.ws_connect("/ws/meeting") as ws_site:
+        chair, site = SocketSite(ws_chair), SocketSite(ws_site)
+        await chair.send(type="join", token=token_of(link_of(created, "bo-dttg")), lang="en")
+        joined_chair = await chair.next(lambda m: m["type"] == "joined")
+        await site.send(type="join", token=token_of(link_of(created, "so-dttg-ha-noi")), lang="vi")
+        joined_site = await site.next(lambda m: m["type"] == "joined")
+        assert joined_chair["me"]["role"] == "chair" and joined_site["me"]["role"] == "site"
+        assert [e["slot"] for e in joined_site["layout"][:4]] == ["audio-0", "main", "chair", "screen"]
+        assert joined_site["slots"]["chair"] == joined_chair["me"]["id"] and joined_site["ice_servers"] == []
+        try:
+            chair_rtc, site_rtc = Site(joined_chair["layout"], fill=1), Site(joined_site["layout"], fill=2)
+            sites += [chair_rtc, site_rtc]
+            await chair_rtc.connect(chair.answer)
+            await site_rtc.connect(site.answer)
+            async with Pump([chair_rtc, site_rtc]):
+                await chair_rtc.until(lambda: 2 in chair_rtc.fills("main") and 2 in chair_rtc.fills("audio-0"))
+                await site_rtc.until(lambda: 1 in site_rtc.fills("chair"))
+            # chair controls go through to the SFU; a stale site id is named as such
+            site_id = joined_site["me"]["id"]
+            await chair.send(type="give_floor", site=site_id)
+            assert (await site.next(lambda m: m["type"] == "floor")) == {"v": 1, "type": "floor", "participant": site_id}
+            await chair.send(type="mute_site", site="nobody", id=7)
+            err = await chair.next(lambda m: m["type"] == "error")
+            assert err["code"] == "unknown_site" and err["id"] == 7
+            await site.send(type="give_floor", site=site_id, id=8)
+            assert (await site.next(lambda m: m["type"] == "error"))["code"] == "forbidden"
+            await site.send(type="ice", candidate={"candidate": "candidate:1 1 udp 1 x.local 9 typ host", "sdpMid": "0"})
+            await site.send(type="offer", sdp="v=0\r\n", id=9)
+            err = await site.next(lambda m: m["type"] == "error")
+            assert err["code"] == "bad_field" and err["ref"] == "offer"
+            # leaving: the site is told, its socket closes 4006, the chair sees it go
+            await site.send(type="leave")
+            assert (await site.next(lambda m: m["type"] == "closed"))["reason"] == "left"
+            assert (await ws_site.receive(timeout=10)).data == 4006
+            await chair.next(lambda m: m["type"] == "participants" and site_id not in [p["id"] for p in m["participants"]])
+            await site_rtc.until(lambda: not site_rtc.peer.connected)
+        finally:
+            for s in sites:
+                await s.close()
     app = running.server.web.runner.app  # type: ignore[union-attr]
     from web.signalling import SESSIONS
-    assert len(app[SESSIONS]) == 0
+    # the site's place is gone; the chair's socket merely dropped: its place is held (grace period)
+    assert app[SESSIONS].find(joined_site["resume"]) is None
+    assert app[SESSIONS].find(joined_chair["resume"]) is not None
 
 
 async def test_server_shutdown_closes_sockets_with_a_reason(tmp_path: Any) -> None:
