@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +208,10 @@ def process_tree_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
 # --- the namespace and the Janus process (run inside the child) --------------------------------
 
 
-def _enter_private_netns() -> None:
+def enter_private_netns() -> None:
+    """Move this process into a new network namespace of its own: ``lo`` up, and a veth pair
+    whose first end carries 127.0.0.1/32 (so Janus/libnice offers 127.0.0.1).  Root only.
+    Usable by another benchmark child that wants the same network (bench.sfu's own SFU)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise JanusUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}")
@@ -701,7 +704,9 @@ def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int
 
     janus: JanusProcess | None = None
     try:
-        _enter_private_netns()
+        if cpu is not None:  # the load generator keeps off Janus's core
+            os.sched_setaffinity(0, (os.sched_getaffinity(0) - {cpu}) or set(range(os.cpu_count() or 1)) - {cpu})
+        enter_private_netns()
         with tempfile.TemporaryDirectory(prefix="bench-janus-") as tmp:
             janus = JanusProcess(Path(tmp), cpu)
             janus.start()
@@ -773,8 +778,6 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[bench._sfu_janus {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})  # load generator on core 1, Janus on core 0 (children inherit)
     with tempfile.TemporaryDirectory(prefix="bench-janus-fixture-") as tmp:
         fixture = _sfu_fixtures.load_or_build(Path(tmp), seconds=3.0)
     try:
