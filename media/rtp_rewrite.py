@@ -186,10 +186,33 @@ def find_extension(packet: bytes | bytearray, ext_id: int) -> bytes | None:
 def audio_level(packet: bytes | bytearray, ext_id: int) -> tuple[int, bool] | None:
     """RFC 6464 client-to-mixer audio level: (level in -dBov, 0 loudest .. 127 silence, voice
     activity bit), or None when the extension is absent or empty."""
-    data = find_extension(packet, ext_id)
-    if not data:
+    n = len(packet)
+    if n < 12:
         return None
-    return data[0] & 0x7F, bool(data[0] & 0x80)
+    b0 = packet[0]
+    if b0 & 0xD0 != 0x90:  # version 2 with an extension block
+        return None
+    i = 12 + (b0 & 0x0F) * 4
+    if i + 4 > n or packet[i] != 0xBE or packet[i + 1] != 0xDE:
+        data = find_extension(packet, ext_id)  # two-byte form (rare for audio): the general path
+        return (data[0] & 0x7F, bool(data[0] & 0x80)) if data else None
+    end = i + 4 + ((packet[i + 2] << 8) | packet[i + 3]) * 4
+    if end > n:
+        return None
+    i += 4
+    while i < end:
+        b = packet[i]
+        if b == 0:
+            i += 1
+            continue
+        eid = b >> 4
+        if eid == 15 or i + 1 + (b & 0x0F) + 1 > end:
+            return None
+        if eid == ext_id:
+            v = packet[i + 1]
+            return v & 0x7F, bool(v & 0x80)
+        i += 2 + (b & 0x0F)
+    return None
 
 
 def build_rtx(packet: bytes | bytearray, rtx_pt: int, rtx_ssrc: int, rtx_seq: int) -> bytes | None:

@@ -83,8 +83,10 @@ class SpeakerDetector(Generic[K]):
         if dt <= 0:
             dt = 0.02  # same-instant or reordered packets: one frame's worth
         tau = self.attack if target > s.loudness else self.release
-        s.loudness += (target - s.loudness) * (1.0 - math.exp(-dt / tau))
-        s.last = now if now > s.last else s.last
+        # dt / (tau + dt): first-order 1 - exp(-dt / tau), without exp on the per-packet path
+        s.loudness += (target - s.loudness) * dt / (tau + dt)
+        if now > s.last:
+            s.last = now
 
     def set_muted(self, source: K, muted: bool = True) -> None:
         """A muted source is ignored by ``tick`` and ``loudest`` (its level keeps being tracked)."""

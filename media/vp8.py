@@ -29,6 +29,12 @@ Usage (``off`` = RTP payload offset, from ``media.rtp_rewrite.payload_offset``):
     if buf is None: drop                      # 7-bit PictureID source is widened to 15 bits
     vp8.switch()                              # together with SlotRewriter.switch()
 
+Fan-out: parse once per incoming packet, apply per subscriber copy::
+
+    layout = descriptor_layout(packet, off)   # None: truncated, drop
+    for each subscriber slot fed by this source:
+        buf = vp8.rewrite(bytearray(packet), off, source_ssrc, layout)
+
 The outgoing PictureID is always 15 bits (M=1), as browsers send it: a source that uses 7-bit
 PictureIDs is unwrapped and widened (the descriptor grows by one byte, so ``rewrite`` returns a
 new bytearray).  A source without PictureID (I=0) is forwarded with its descriptor unchanged.
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Vp8Descriptor", "Vp8Rewriter", "is_keyframe", "keyframe_size", "parse_descriptor"]
+__all__ = ["Vp8Descriptor", "Vp8Rewriter", "descriptor_layout", "is_keyframe", "keyframe_size", "parse_descriptor"]
 
 _START_CODE = b"\x9d\x01\x2a"
 
@@ -149,6 +155,45 @@ def keyframe_size(buf: bytes | bytearray, offset: int = 0) -> tuple[int, int] | 
     return (buf[i] | (buf[i + 1] << 8)) & 0x3FFF, (buf[i + 2] | (buf[i + 3] << 8)) & 0x3FFF
 
 
+def descriptor_layout(buf: bytes | bytearray, offset: int = 0) -> tuple[int, int, int, int] | None:
+    """Where the rewritable fields sit: (PictureID position, its bits 0/7/15, TL0PICIDX position,
+    T/K byte position if KEYIDX is present), -1 for an absent field, positions absolute in
+    ``buf``; None when truncated.  Compute it once per incoming packet and pass it to
+    ``Vp8Rewriter.rewrite`` of every subscriber's slot (each works on a copy of that packet)."""
+    n = len(buf)
+    if offset < 0 or offset >= n:
+        return None
+    if not buf[offset] & 0x80:
+        return (-1, 0, -1, -1) if offset + 1 < n else None
+    i = offset + 1
+    if i >= n:
+        return None
+    x = buf[i]
+    i += 1
+    pid_pos = -1
+    bits = 0
+    if x & 0x80:
+        if i >= n:
+            return None
+        pid_pos = i
+        if buf[i] & 0x80:
+            bits = 15
+            i += 2
+        else:
+            bits = 7
+            i += 1
+    tl0_pos = -1
+    if x & 0x40:
+        tl0_pos = i
+        i += 1
+    tk_pos = i if x & 0x10 else -1  # only KEYIDX (the K bit) is rewritten in the T/K byte
+    if x & 0x30:
+        i += 1
+    if i >= n:
+        return None
+    return pid_pos, bits, tl0_pos, tk_pos
+
+
 class Vp8Rewriter:
     """Keeps one outgoing slot's PictureID (15-bit), TL0PICIDX (8-bit) and KEYIDX (5-bit)
     continuous across source switches.  After ``switch()`` (or a change of ``source_ssrc``) each
@@ -186,59 +231,33 @@ class Vp8Rewriter:
         """The slot's source changes: re-anchor every field on the next packet."""
         self._pid_anchor = self._tl0_anchor = self._key_anchor = True
 
-    def rewrite(self, buf: bytearray, offset: int, source_ssrc: int | None = None) -> bytearray | None:
-        """Rewrite the descriptor of the packet in ``buf`` whose RTP payload starts at ``offset``.
+    def rewrite(self, buf: bytearray, offset: int, source_ssrc: int | None = None,
+                layout: tuple[int, int, int, int] | None = None) -> bytearray | None:
+        """Rewrite the descriptor of the packet in ``buf`` whose RTP payload starts at ``offset``
+        (``layout``: from ``descriptor_layout`` of the same packet, saves parsing it again).
         Returns ``buf`` itself (changed in place), or a new bytearray when a 7-bit PictureID was
         widened, or None when the descriptor is truncated (drop the packet)."""
         if source_ssrc is not None and source_ssrc != self._source_ssrc:
             if self._source_ssrc is not None:
                 self.switch()
             self._source_ssrc = source_ssrc
-        return self._rewrite(buf, offset, True)
+        if layout is None:
+            layout = descriptor_layout(buf, offset)
+            if layout is None:
+                return None
+        return self._apply(buf, layout, True)
 
     def retransmit(self, buf: bytearray, offset: int) -> bytearray | None:
         """Rewrite a retransmitted packet of the current source with the current mapping, never
         re-anchoring, even while a switch is pending (None when no mapping exists yet or the
         descriptor is truncated)."""
-        return self._rewrite(buf, offset, False)
+        layout = descriptor_layout(buf, offset)
+        if layout is None:
+            return None
+        return self._apply(buf, layout, False)
 
-    def _rewrite(self, buf: bytearray, offset: int, may_anchor: bool) -> bytearray | None:
-        n = len(buf)
-        if offset < 0 or offset >= n:
-            return None
-        if not buf[offset] & 0x80:
-            return buf if offset + 1 < n else None
-        i = offset + 1
-        if i >= n:
-            return None
-        x = buf[i]
-        i += 1
-        pid_pos = -1
-        bits = 0
-        pid = 0
-        if x & 0x80:
-            if i >= n:
-                return None
-            if buf[i] & 0x80:
-                if i + 1 >= n:
-                    return None
-                pid, bits, pid_pos = ((buf[i] & 0x7F) << 8) | buf[i + 1], 15, i
-                i += 2
-            else:
-                pid, bits, pid_pos = buf[i], 7, i
-                i += 1
-        tl0_pos = -1
-        if x & 0x40:
-            tl0_pos = i
-            i += 1
-        tk_pos = -1
-        if x & 0x10:  # only KEYIDX (the K bit) is rewritten in the T/K byte
-            tk_pos = i
-        if x & 0x30:
-            i += 1
-        if i >= n:
-            return None
-
+    def _apply(self, buf: bytearray, layout: tuple[int, int, int, int], may_anchor: bool) -> bytearray | None:
+        pid_pos, bits, tl0_pos, tk_pos = layout
         if tl0_pos >= 0:
             tl0 = buf[tl0_pos]
             if may_anchor and (self._tl0_anchor or not self._tl0_seen):
@@ -268,9 +287,15 @@ class Vp8Rewriter:
         if pid_pos < 0:
             return buf
 
-        if not may_anchor and (not self._pid_seen or bits != self._pid_bits):
-            return None
-        if may_anchor and (self._pid_anchor or not self._pid_seen or bits != self._pid_bits):
+        if bits == 15:
+            pid = ((buf[pid_pos] & 0x7F) << 8) | buf[pid_pos + 1]
+        else:
+            pid = buf[pid_pos]
+        if bits != self._pid_bits or not self._pid_seen:
+            if not may_anchor:
+                return None
+            self._pid_anchor = True
+        if self._pid_anchor and may_anchor:
             self._pid_anchor = False
             self._pid_bits = bits
             self._pid_src = pid
@@ -282,10 +307,12 @@ class Vp8Rewriter:
         else:
             if bits == 15:
                 d = (pid - self._pid_src) & 0x7FFF
-                d = d - 0x8000 if d >= 0x4000 else d
+                if d >= 0x4000:
+                    d -= 0x8000
             else:
                 d = (pid - self._pid_src) & 0x7F
-                d = d - 0x80 if d >= 0x40 else d
+                if d >= 0x40:
+                    d -= 0x80
             ext = self._pid_ext + d
             if d > 0 and may_anchor:
                 self._pid_src = pid

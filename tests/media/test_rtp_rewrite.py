@@ -317,3 +317,12 @@ def test_retransmit_uses_epoch_offsets_without_moving_anchor() -> None:
     assert r.retransmit(cached) is None        # source 2 no longer feeds the slot
     assert r.retransmit(rtp(6, 5, 3)) is None  # not sent yet
     assert r.retransmit(b"\x80") is None
+
+
+def test_audio_level_with_csrcs_two_byte_form_and_truncation() -> None:
+    p = rtp(1, 2, 3, csrcs=(9,), ext=one_byte_ext((2, b"ab"), (1, bytes([0x80 | 44]))))
+    assert audio_level(p, 1) == (44, True)
+    assert audio_level(rtp(1, 2, 3, ext=two_byte_ext((1, bytes([33])))), 1) == (33, False)
+    assert audio_level(rtp(1, 2, 3, ext=(0xBEDE, b"\x00\x00\x00\x00")), 1) is None
+    cut = rtp(1, 2, 3, ext=one_byte_ext((1, b"\x05")))[:16]  # extension block cut
+    assert audio_level(cut, 1) is None

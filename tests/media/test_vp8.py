@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from media.rtp_rewrite import SlotRewriter, payload_offset
-from media.vp8 import Vp8Rewriter, is_keyframe, keyframe_size, parse_descriptor
+from media.vp8 import Vp8Rewriter, descriptor_layout, is_keyframe, keyframe_size, parse_descriptor
 
 
 def descriptor(*, start: bool = True, pid_part: int = 0, n: bool = False, picture_id: int | None = None,
@@ -83,6 +83,7 @@ def test_truncated_descriptors(data: bytes) -> None:
     assert not is_keyframe(data)
     assert keyframe_size(data) is None
     assert Vp8Rewriter().rewrite(bytearray(data), 0) is None
+    assert descriptor_layout(data) is None
 
 
 def test_offset_out_of_range() -> None:
@@ -266,3 +267,25 @@ def test_together_with_slot_rewriter_on_one_buffer() -> None:
         assert struct.unpack_from("!H", out, 2)[0] == {10: 10, 11: 11, 5000: 12, 5001: 13}[seq]
         d = parse_descriptor(out, off)
         assert d is not None and d.picture_id == {10: 100, 11: 101, 5000: 102, 5001: 103}[seq]
+
+
+def test_descriptor_layout_positions() -> None:
+    assert descriptor_layout(descriptor(picture_id=300, tl0=4, tid=1, keyidx=2) + DELTA) == (2, 15, 4, 5)
+    assert descriptor_layout(descriptor(picture_id=30, bits=7, tid=1) + DELTA) == (2, 7, -1, -1)
+    assert descriptor_layout(b"\x10" + DELTA) == (-1, 0, -1, -1)
+    packet = rtp(descriptor(picture_id=300) + DELTA)
+    assert descriptor_layout(packet, 12) == (14, 15, -1, -1)
+
+
+def test_fan_out_with_shared_layout_matches_parsing_each_copy() -> None:
+    sources = [descriptor(picture_id=p, tl0=p & 0xFF, tid=0, keyidx=p & 0x1F) + DELTA for p in range(1000, 1010)]
+    a, b = Vp8Rewriter(), Vp8Rewriter()
+    for i, src in enumerate(sources):
+        if i == 5:
+            a.switch()
+            b.switch()
+        packet = rtp(src) if i < 5 else rtp(descriptor(picture_id=9 + i, tl0=i, tid=0, keyidx=i) + DELTA)
+        layout = descriptor_layout(packet, 12)
+        out_a = a.rewrite(bytearray(packet), 12, None, layout)
+        out_b = b.rewrite(bytearray(packet), 12)
+        assert out_a is not None and out_a == out_b
