@@ -15,6 +15,7 @@ onto one outgoing (SSRC, seq, timestamp) space::
     out_seq = slot.rewrite_in_place(buf, now=arrival)   # or: out = slot.rewrite(packet, now=arrival)
     ...
     slot.switch()            # the forwarder picked another source for this slot
+    slot.hide_gap()          # packets were dropped on purpose: no seq gap, source timing kept
     # a NACK from the subscriber names out_seq; translate it back for the source's packet cache:
     src_seq = slot.source_seq(out_seq)                    # None: not sent in the current epoch
     again = slot.retransmit(cached_source_packet)         # rewritten without moving the anchor
@@ -266,6 +267,7 @@ class SlotRewriter:
         self._last_ts = 0
         self._last_time: float | None = None
         self._resync = True
+        self._keep_ts = False
         self.switches = 0
 
     @property
@@ -295,19 +297,31 @@ class SlotRewriter:
     def switch(self) -> None:
         """The slot's source changes: re-anchor on the next packet."""
         self._resync = True
+        self._keep_ts = False
+
+    def hide_gap(self) -> None:
+        """Packets of the current source were dropped on purpose (a slow subscriber waiting for
+        a keyframe): the next forwarded packet continues the outgoing seq at last + 1, so the
+        subscriber has nothing to NACK, while timestamps keep the source's own timing.  A packet
+        of another source re-anchors fully, as after ``switch()``."""
+        self._resync = True
+        self._keep_ts = True
 
     def _anchor(self, seq: int, ts: int, ssrc: int, now: float | None) -> None:
         self._resync = False
+        keep_ts = self._keep_ts and ssrc == self._source_ssrc
+        self._keep_ts = False
         if self._source_ssrc is None:
             self._seq_offset = 0
             self._ts_offset = 0
         else:
-            gap = self.ts_gap
-            if now is not None and self._last_time is not None and now > self._last_time:
-                gap = max(gap, int((now - self._last_time) * self.clock_rate))
             self._seq_offset = (self._last_seq + 1 - seq) & 0xFFFF
-            self._ts_offset = (self._last_ts + gap - ts) & 0xFFFFFFFF
-            self.switches += 1
+            if not keep_ts:
+                gap = self.ts_gap
+                if now is not None and self._last_time is not None and now > self._last_time:
+                    gap = max(gap, int((now - self._last_time) * self.clock_rate))
+                self._ts_offset = (self._last_ts + gap - ts) & 0xFFFFFFFF
+                self.switches += 1
         self._source_ssrc = ssrc
         self._epoch_first = (seq + self._seq_offset) & 0xFFFF
         self._last_seq = (self._epoch_first - 1) & 0xFFFF

@@ -326,3 +326,25 @@ def test_audio_level_with_csrcs_two_byte_form_and_truncation() -> None:
     assert audio_level(rtp(1, 2, 3, ext=(0xBEDE, b"\x00\x00\x00\x00")), 1) is None
     cut = rtp(1, 2, 3, ext=one_byte_ext((1, b"\x05")))[:16]  # extension block cut
     assert audio_level(cut, 1) is None
+
+
+def test_hide_gap_keeps_seq_contiguous_and_source_timing() -> None:
+    r = SlotRewriter(out_ssrc=7, ts_gap=3000)
+    r.rewrite(rtp(100, 5000, 1))
+    r.switch()
+    r.rewrite(rtp(10, 1000, 2), now=1.0)   # out (101, 8000)
+    r.hide_gap()                            # 50 packets of source 2 dropped for this subscriber
+    assert header(r.rewrite(rtp(61, 1000 + 90000, 2), now=2.0)) == (102, 8000 + 90000, 7)
+    assert header(r.rewrite(rtp(62, 1000 + 93000, 2))) == (103, 8000 + 93000, 7)
+    assert r.switches == 1
+    assert r.source_seq(102) == 61 and r.source_seq(101) is None
+
+
+def test_hide_gap_then_other_source_reanchors_fully() -> None:
+    r = SlotRewriter(out_ssrc=7, ts_gap=3000)
+    r.rewrite(rtp(100, 5000, 1))
+    r.hide_gap()
+    assert header(r.rewrite(rtp(7, 777, 2))) == (101, 8000, 7)
+    r.hide_gap()
+    r.switch()  # a real switch wins over a pending hide_gap
+    assert header(r.rewrite(rtp(900, 10, 2))) == (102, 11000, 7)
