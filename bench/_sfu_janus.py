@@ -95,8 +95,13 @@ def detect() -> str | None:
 # --- pure parts: config files, subscription plan, /proc accounting ------------------------------
 
 
-def janus_config_files(config_dir: Path, http_port: int, rtp_ports: tuple[int, int], debug_level: int = 3) -> dict[str, str]:
-    """The private Janus configuration: file name -> text (libconfig "jcfg" syntax)."""
+def janus_config_files(config_dir: Path, http_port: int, rtp_ports: tuple[int, int], debug_level: int = 3, event_loops: int = 0) -> dict[str, str]:
+    """The private Janus configuration: file name -> text (libconfig "jcfg" syntax).
+
+    ``event_loops``: 0 is Janus's default (one media loop thread per handle); N > 0 makes all
+    handles share N loop threads.
+    """
+    loops = f"\tevent_loops = {event_loops}\n" if event_loops > 0 else ""
     general = f"""general: {{
 \tconfigs_folder = "{config_dir}"
 \tplugins_folder = "{config_dir / 'plugins'}"
@@ -106,7 +111,7 @@ def janus_config_files(config_dir: Path, http_port: int, rtp_ports: tuple[int, i
 \tdebug_level = {debug_level}
 \tsession_timeout = 60
 \tserver_name = "lienthong-bench"
-}}
+{loops}}}
 certificates: {{
 }}
 media: {{
@@ -247,6 +252,7 @@ class JanusProcess:
 
     workdir: Path
     cpu: int | None
+    event_loops: int = 0
     http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -267,7 +273,7 @@ class JanusProcess:
                 (self.workdir / sub / name).symlink_to(lib / sub / name)
         self.http_port = _free_port(JANUS_ADDRESS)
         rtp_low = 20000
-        for name, text in janus_config_files(self.workdir, self.http_port, (rtp_low, rtp_low + 1999)).items():
+        for name, text in janus_config_files(self.workdir, self.http_port, (rtp_low, rtp_low + 1999), event_loops=self.event_loops).items():
             (self.workdir / name).write_text(text)
         cmd = ["janus", "-C", str(self.workdir / "janus.jcfg"), "-F", str(self.workdir), "-o"]
         if self.cpu is not None:
@@ -641,6 +647,7 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
     return {
         "sites": sites,
         "publishers": n_publishers,
+        "event_loops": janus.event_loops,
         "video_streams": video_streams,
         "audio_streams": audio_streams,
         "window_s": round(elapsed, 2),
@@ -698,7 +705,7 @@ class _Snapshot:
 # --- the child process and the parent's entry point ---------------------------------------------
 
 
-def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int, warmup: float, window: float, cpu: int | None, gallery: int, audio_slots: int) -> None:
+def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int, warmup: float, window: float, cpu: int | None, gallery: int, audio_slots: int, event_loops: int) -> None:
     def progress(message: str) -> None:
         conn.send(("progress", message))
 
@@ -708,7 +715,7 @@ def _child(conn: multiprocessing.connection.Connection, fixture: Any, sites: int
             os.sched_setaffinity(0, (os.sched_getaffinity(0) - {cpu}) or set(range(os.cpu_count() or 1)) - {cpu})
         enter_private_netns()
         with tempfile.TemporaryDirectory(prefix="bench-janus-") as tmp:
-            janus = JanusProcess(Path(tmp), cpu)
+            janus = JanusProcess(Path(tmp), cpu, event_loops)
             janus.start()
             try:
                 result = asyncio.run(_drive(janus, fixture, sites, warmup, window, gallery, audio_slots, progress))
@@ -732,6 +739,7 @@ def run_janus(
     cpu: int | None = 0,
     gallery: int = 6,
     audio_slots: int = 3,
+    event_loops: int = 0,
 ) -> dict[str, Any]:
     """Measure Janus VideoRoom under the bench load; raises ``JanusUnavailable`` with the reason."""
     reason = detect()
@@ -741,7 +749,7 @@ def run_janus(
         cpu = None
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, fixture, sites, warmup, window, cpu, gallery, audio_slots), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, fixture, sites, warmup, window, cpu, gallery, audio_slots, event_loops), daemon=True)
     proc.start()
     child.close()
     try:
@@ -773,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=8, help="sites besides the chair (default 8)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--event-loops", type=int, default=0, help="Janus media loop threads shared by all handles (0: one per handle, Janus's default)")
     args = parser.parse_args(argv)
 
     def progress(message: str) -> None:
@@ -781,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-janus-fixture-") as tmp:
         fixture = _sfu_fixtures.load_or_build(Path(tmp), seconds=3.0)
     try:
-        result: dict[str, Any] = run_janus(fixture, args.sites, args.warmup, args.window, progress)
+        result: dict[str, Any] = run_janus(fixture, args.sites, args.warmup, args.window, progress, event_loops=args.event_loops)
     except JanusUnavailable as exc:
         result = {"janus_skipped": str(exc)}
     print(json.dumps(result), flush=True)

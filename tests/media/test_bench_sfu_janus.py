@@ -116,3 +116,9 @@ def test_udp_socket_drops_split_by_owner(tmp_path: Path) -> None:
     assert janus.udp_socket_drops(43, proc=tmp_path) == (0, 17)  # no such process: all "other"
     own, other = janus.udp_socket_drops(os.getpid())  # the real table parses
     assert own >= 0 and other >= 0
+
+
+def test_config_event_loops_only_when_asked(tmp_path: Path) -> None:
+    assert "\tevent_loops = " not in janus.janus_config_files(tmp_path, 1, (2, 3))["janus.jcfg"]
+    core = janus.janus_config_files(tmp_path, 1, (2, 3), event_loops=1)["janus.jcfg"]
+    assert "\tevent_loops = 1\n" in core and core.count("{") == core.count("}")
