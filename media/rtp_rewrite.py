@@ -343,6 +343,10 @@ class SlotRewriter:
             self._last_ts = out_ts
             if now is not None:
                 self._last_time = now
+            if ((out_seq - self._epoch_first) & 0xFFFF) >= 0x4000:
+                # a long epoch: keep its start within reach so the 16-bit range check in
+                # source_seq/retransmit never wraps (NACKs that old are moot anyway)
+                self._epoch_first = (out_seq - 0x2000) & 0xFFFF
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, out_ts, self.out_ssrc)
         return out_seq
 
@@ -354,7 +358,8 @@ class SlotRewriter:
 
     def source_seq(self, out_seq: int) -> int | None:
         """The current source's seq for an outgoing seq sent in the current epoch (a subscriber's
-        NACK), or None when that seq was not sent from the current source."""
+        NACK), or None when that seq was not sent from the current source (or is more than
+        8192..16384 packets old)."""
         if self._source_ssrc is None:
             return None
         if ((out_seq - self._epoch_first) & 0xFFFF) > ((self._last_seq - self._epoch_first) & 0xFFFF):

@@ -348,3 +348,18 @@ def test_hide_gap_then_other_source_reanchors_fully() -> None:
     r.hide_gap()
     r.switch()  # a real switch wins over a pending hide_gap
     assert header(r.rewrite(rtp(900, 10, 2))) == (102, 11000, 7)
+
+
+def test_source_seq_in_an_epoch_longer_than_the_seq_space() -> None:
+    r = SlotRewriter(out_ssrc=7)
+    r.rewrite(rtp(0, 0, 1))
+    r.switch()
+    for i in range(70000):
+        r.rewrite(rtp((5000 + i) & 0xFFFF, i * 3000, 2))
+    last = r.last_seq
+    assert last is not None
+    for back in (0, 1, 100, 1000, 5000):
+        out = (last - back) & 0xFFFF
+        assert r.source_seq(out) == (5000 + 69999 - back) & 0xFFFF
+    assert r.source_seq((last + 1) & 0xFFFF) is None
+    assert r.source_seq((last - 0x7000) & 0xFFFF) is None
