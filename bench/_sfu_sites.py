@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import struct
 import time
@@ -34,7 +35,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bench._sfu_fixtures import AUDIO_FRAME_S, FPS, MediaFixture
 from bench._sfu_load import SiteReplay, StreamStats, keyframe_requests, percentile, site_phase, tag_packet
-from bench._sfu_ours import SfuProcess
+from bench._sfu_ours import SfuProcess, process_wait_seconds
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration
 
 LOOPBACK = IcePolicy(candidate_addresses=("127.0.0.1",))
@@ -201,14 +202,16 @@ class _Snapshot:
     t: float
     sfu_cpu: float
     own_cpu: float
+    sfu_wait: float
+    own_wait: float
     packets: list[dict[str | None, int]]
     frames: list[dict[str | None, int]]
     counters: dict[str, float]
 
 
 def _take(sfu: SfuProcess, sites: list[SitePeer]) -> _Snapshot:
-    return _Snapshot(time.monotonic(), sfu.cpu_seconds(), _own_cpu_seconds(),
-                     [dict(s.stats.packets) for s in sites], [dict(s.stats.frames) for s in sites], {})
+    return _Snapshot(time.monotonic(), sfu.cpu_seconds(), _own_cpu_seconds(), sfu.wait_seconds(),
+                     process_wait_seconds(os.getpid()), [dict(s.stats.packets) for s in sites], [dict(s.stats.frames) for s in sites], {})
 
 
 async def _connect_all(sfu: SfuProcess, sites: list[SitePeer], fixture: MediaFixture, thumb: MediaFixture,
@@ -335,6 +338,9 @@ def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str
         "added_latency_ms_p99": (p99 - d99) * 1e3 if p99 is not None and d99 is not None else None,
         "keyframe_requests_in_window": keyframe_requests_in_window,
         "generator_cpu_cores": own_cpu / dt,
+        # Runnable but not running (other processes on the same core): contention, not cost.
+        "sfu_cpu_wait_fraction": (after.sfu_wait - before.sfu_wait) / dt,
+        "generator_cpu_wait_fraction": (after.own_wait - before.own_wait) / dt,
         "generator_lateness_ms_p99": late99 * 1e3,
         "generator_send_failures": pacer.send_failures,
         "held": video_ok and audio_ok and sfu_cores < FULL_RATE,

@@ -304,7 +304,8 @@ def _brief(r: dict[str, Any]) -> str:
 
     keys = ("held", "generator_limited", "sfu_cpu_cores", "sfu_cpu_us_per_packet", "forwarded_packets_per_s",
             "video_streams", "video_fps_min", "audio_pps_min", "added_latency_ms_p50", "added_latency_ms_p99",
-            "generator_cpu_cores", "generator_lateness_ms_p99", "keyframe_requests_in_window", "untagged_packets",
+            "generator_cpu_cores", "generator_lateness_ms_p99", "sfu_cpu_wait_fraction", "generator_cpu_wait_fraction",
+            "keyframe_requests_in_window", "untagged_packets",
             "sfu_reported")
     return " ".join(f"{k}={f(r.get(k))}" for k in keys)
 
@@ -351,6 +352,10 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             "sfu_reported": ours["sfu_reported"],
             "generator_cpu_cores": _r(ours["generator_cpu_cores"], 3),
             "generator_lateness_ms_p99": _r(ours["generator_lateness_ms_p99"], 2),
+            # Share of the window the SFU / generator was runnable but another process had its
+            # core (the machine is shared): high values make every figure above pessimistic.
+            "sfu_cpu_wait_fraction": _r(ours.get("sfu_cpu_wait_fraction"), 3),
+            "generator_cpu_wait_fraction": _r(ours.get("generator_cpu_wait_fraction"), 3),
         })
     result["max_sites_one_core_searched"] = searched
     result["max_sites_trials"] = [[t.sites, t.held, t.generator_limited] for t in trials]

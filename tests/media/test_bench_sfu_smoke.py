@@ -199,3 +199,23 @@ async def test_sfu_child_process_joins_reports_refusals_and_stops() -> None:
         assert isinstance(await sfu.counters(), dict)
         pid = sfu.pid
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+# ---- the whole SFU scenario, tiny (bench/_sfu_sites.py against media.MediaService) ----
+
+
+async def test_tiny_meeting_through_our_sfu_is_counted_and_timed(tmp_path: Path) -> None:
+    from bench._sfu_sites import drive
+
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.5, width=160, height=96)
+    thumb = fixtures.load_or_build(tmp_path, 0.5, 80, 48, fixtures.THUMB_BITRATE)
+    lines: list[str] = []
+    r = await drive(fixture, thumb, sites=2, warmup=1.0, window=1.0, progress=lines.append, cpu=None)
+    assert r["participants"] == 3 and lines
+    # Which slots are fed is the forwarder's policy; every subscriber gets some video and audio.
+    assert r["video_streams"] >= 3 and r["audio_streams"] >= 3
+    assert r["forwarded_packets"] > 0 and r["sfu_cpu_us_per_packet"] is not None
+    assert r["untagged_packets"] == 0, "the SFU dropped or changed the RTP padding that carries the latency tag"
+    assert r["latency_samples"] == r["forwarded_packets"] or r["latency_samples"] > 0
+    assert r["direct_latency_ms_p50"] is not None and r["added_latency_ms_p50"] is not None
+    assert any(k.startswith("lienthong_media_forwarded_packets_total") for k in r["sfu_reported"])
