@@ -255,6 +255,9 @@ class SlotRewriter:
     re-anchors: outgoing seq = last + 1, ts = last + max(``ts_gap``, elapsed * ``clock_rate``).
     Late (reordered) packets are rewritten with the current offsets but never move the anchor."""
 
+    __slots__ = ("out_ssrc", "ts_gap", "clock_rate", "_seq_offset", "_ts_offset", "_source_ssrc",
+                 "_epoch_first", "_last_seq", "_last_ts", "_last_time", "_resync", "_keep_ts", "switches")
+
     def __init__(self, out_ssrc: int, ts_gap: int = 3000, clock_rate: int = 90000):
         self.out_ssrc = out_ssrc
         self.ts_gap = ts_gap

@@ -201,6 +201,10 @@ class Vp8Rewriter:
     very first source passes its values through.  Late packets use the current mapping and never
     move the anchors, so retransmissions get the values they were first sent with."""
 
+    __slots__ = ("_source_ssrc", "_pid_anchor", "_pid_seen", "_pid_bits", "_pid_src", "_pid_ext", "_pid_offset",
+                 "_pid_last", "_tl0_anchor", "_tl0_seen", "_tl0_offset", "_tl0_last", "_key_anchor", "_key_seen",
+                 "_key_offset", "_key_last")
+
     def __init__(self) -> None:
         self._source_ssrc: int | None = None
         self._pid_anchor = True
@@ -245,6 +249,23 @@ class Vp8Rewriter:
             layout = descriptor_layout(buf, offset)
             if layout is None:
                 return None
+        pid_pos, bits, tl0_pos, tk_pos = layout
+        if bits == 15 and tl0_pos < 0 and tk_pos < 0 and self._pid_bits == 15 and not self._pid_anchor:
+            # the common case (browsers without temporal layers): PictureID only, mid-epoch
+            pid = ((buf[pid_pos] & 0x7F) << 8) | buf[pid_pos + 1]
+            d = (pid - self._pid_src) & 0x7FFF
+            if d >= 0x4000:
+                d -= 0x8000
+            ext = self._pid_ext + d
+            if d > 0:
+                self._pid_src = pid
+                self._pid_ext = ext
+            out = (ext + self._pid_offset) & 0x7FFF
+            if ((out - self._pid_last) & 0x7FFF) < 0x4000:
+                self._pid_last = out
+            buf[pid_pos] = 0x80 | (out >> 8)
+            buf[pid_pos + 1] = out & 0xFF
+            return buf
         return self._apply(buf, layout, True)
 
     def retransmit(self, buf: bytearray, offset: int) -> bytearray | None:
