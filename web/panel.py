@@ -43,6 +43,9 @@ LOGIN_PATHS = {"/login", "/api/session"}
 _USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 REQUESTS: web.AppKey[Counter] = web.AppKey("web_requests", Counter)
+# web/openapi.json: the API's description, kept by hand next to the handlers (a test checks it
+# names exactly the app's /api routes).
+OPENAPI: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 LOGINS: web.AppKey[Counter] = web.AppKey("web_logins", Counter)
 
 
@@ -147,6 +150,10 @@ async def panel_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json", charset="utf-8")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -535,6 +542,7 @@ def setup(app: web.Application) -> None:
                             registry=registry)
     app[LOGINS] = Counter("lienthong_web_logins", "Log-in attempts, by outcome", ["outcome"], registry=registry)
     app[auth.THROTTLE] = auth.LoginThrottle()
+    app[OPENAPI] = (HERE / "openapi.json").read_bytes()
     app.middlewares.append(panel_middleware)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=jinja2.select_autoescape(default=True),
                          undefined=jinja2.StrictUndefined, default_helpers=False)
@@ -555,6 +563,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/accounts", accounts_submit)
     r.add_post("/accounts/{username}/delete", account_delete_submit)
     r.add_get("/audit", audit_page)
+    r.add_get("/api/openapi.json", openapi)
     r.add_post("/api/session", api_login)
     r.add_delete("/api/session", api_logout)
     r.add_get("/api/me", api_me)

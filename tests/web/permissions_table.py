@@ -31,8 +31,10 @@ ROUTES: list[tuple[str, str, Any, dict[str, int]]] = [
     ("DELETE", "/api/accounts/victim", None, expect(401, 403, 403, 200)),
     ("GET", "/api/audit", None, expect(401, 403, 403, 200)),
     ("GET", "/healthz", None, expect(200, 200, 200, 200)),
+    ("GET", "/api/openapi.json", None, expect(200, 200, 200, 200)),
     # Meetings.  {own} is chaired by so-dttg-lao-cai (the unit admin's unit), {central} by bo-dttg.
     ("GET", "/api/meetings", None, expect(401, 200, 200, 200)),
+    ("GET", "/api/meetings?when=past&page=2&limit=10&unit=so-dttg-lao-cai", None, expect(401, 200, 200, 200)),
     ("POST", "/api/meetings", "own_body", expect(401, 403, 201, 201)),
     ("POST", "/api/meetings", "central_body", expect(401, 403, 403, 201)),
     ("GET", "/api/meetings/{central}", None, expect(401, 200, 200, 200)),
