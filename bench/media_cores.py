@@ -42,8 +42,11 @@ def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.media_cores")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a few seconds)")
+    parser.add_argument("--number", type=int, default=0, help="calls per repeat (overrides the default)")
     args = parser.parse_args(argv)
     number, repeat = (20_000, 3) if args.quick else (200_000, 7)
+    if args.number > 0:
+        number = args.number
 
     slot = SlotRewriter(0x9999)
     vp8 = Vp8Rewriter()
@@ -103,17 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         "vp8_is_keyframe": (lambda: is_keyframe(VIDEO, 12), number),
         "h264_is_keyframe_fu_a": (lambda: h264_is_keyframe(h264_fu), number),
         "speaker_update": (speaker_update, number),
-        "speaker_tick_36_sources": (lambda: det.tick(10.0), number // 10),
+        "speaker_tick_36_sources": (lambda: det.tick(10.0), max(1, number // 10)),
         "packet_cache_put": (cache_put, number),
         "packet_cache_get": (lambda: cache.get(5), number),
         "receive_stats_on_packet": (stats_packet, number),
-        "rtcp_parse_rr_pli_nack": (lambda: parse_compound(rtcp_in), number // 10),
+        "rtcp_parse_rr_pli_nack": (lambda: parse_compound(rtcp_in), max(1, number // 10)),
         "layer_chooser_update": (lambda: chooser.update(1.0, need_bps=1e6, estimate_bps=2e6), number),
     }
     try:
         from aiortc.rtp import RtpPacket
 
-        cases["peer_aiortc_rtppacket_parse_serialize"] = (lambda: RtpPacket.parse(VIDEO).serialize(), number // 4)
+        cases["peer_aiortc_rtppacket_parse_serialize"] = (lambda: RtpPacket.parse(VIDEO).serialize(), max(1, number // 4))
     except ImportError:  # pragma: no cover - aiortc is a dependency
         pass
 
