@@ -26,6 +26,13 @@ at last + the wall time elapsed since the last forwarded packet (when ``now`` is
 receiver's jitter buffer sees real time pass.  Per-packet functions never raise on malformed input
 except ``rewrite``/``rewrite_in_place`` raising ``ValueError`` for a buffer shorter than the
 12-byte fixed header.  RTX (RFC 4588) packets for retransmission are built by ``build_rtx``.
+
+Outgoing header extensions (the IDs are per m-line and per peer, so a forwarder strips the
+publisher's and writes the subscriber's own)::
+
+    block = extension_block([(abs_id, abs_send_time(now).to_bytes(3, "big"))])  # once per packet
+    out = with_extension_block(stripped_packet, block)   # bytearray, payload now after the block
+    set_extension(out, abs_id, abs_send_time(now).to_bytes(3, "big"))  # refresh in place
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-__all__ = ["RtpHeader", "SlotRewriter", "audio_level", "build_rtx", "find_extension", "parse_header",
-           "payload_bounds", "payload_offset", "seq_delta", "seq_newer", "unwrap_rtx"]
+__all__ = ["RtpHeader", "SlotRewriter", "abs_send_time", "audio_level", "build_rtx", "extension_block",
+           "find_extension", "parse_header", "payload_bounds", "payload_offset", "seq_delta", "seq_newer",
+           "set_extension", "unwrap_rtx", "with_extension_block"]
 
 _SEQ_TS_SSRC = struct.Struct("!HII")  # bytes 2..12 of the fixed RTP header
 _SEQ = struct.Struct("!H")
@@ -214,6 +222,65 @@ def audio_level(packet: bytes | bytearray, ext_id: int) -> tuple[int, bool] | No
             return v & 0x7F, bool(v & 0x80)
         i += 2 + (b & 0x0F)
     return None
+
+
+def abs_send_time(now: float) -> int:
+    """The 24-bit abs-send-time header extension value (6.18 fixed-point seconds, wrapping every
+    64 s) for a send time in seconds; any clock works, receivers use differences only."""
+    return int(now * (1 << 18)) & 0xFFFFFF
+
+
+def extension_block(elements: list[tuple[int, bytes]] | tuple[tuple[int, bytes], ...]) -> bytes:
+    """An RFC 8285 one-byte-form extension block (0xBEDE header, elements, zero padding to 32
+    bits).  ValueError for an ID outside 1..14 or data outside 1..16 bytes."""
+    body = bytearray()
+    for ext_id, data in elements:
+        if not 1 <= ext_id <= 14 or not 1 <= len(data) <= 16:
+            raise ValueError(f"one-byte header extension needs id 1..14 and 1..16 bytes, got {ext_id}, {len(data)}")
+        body.append((ext_id << 4) | (len(data) - 1))
+        body += data
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack("!HH", ONE_BYTE_PROFILE, len(body) // 4) + bytes(body)
+
+
+def with_extension_block(packet: bytes | bytearray, block: bytes) -> bytearray | None:
+    """A copy of ``packet`` carrying ``block`` (from ``extension_block``) as its header
+    extension: an existing block is replaced, CSRCs and padding kept.  None when malformed."""
+    bounds = _extension_bounds(packet)
+    if bounds is None:
+        return None
+    profile, start, end = bounds
+    fixed_end = 12 + (packet[0] & 0x0F) * 4
+    rest = end if packet[0] & 0x10 else fixed_end
+    out = bytearray(packet[:fixed_end])
+    out[0] |= 0x10
+    out += block
+    out += packet[rest:]
+    return out
+
+
+def set_extension(buf: bytearray, ext_id: int, data: bytes) -> bool:
+    """Overwrite, in place, the value of one-byte-form extension ``ext_id`` with ``data`` of the
+    same length; False when absent, of another length, or malformed."""
+    bounds = _extension_bounds(buf)
+    if bounds is None or bounds[0] != ONE_BYTE_PROFILE:
+        return False
+    _, i, end = bounds
+    while i < end:
+        b = buf[i]
+        if b == 0:
+            i += 1
+            continue
+        eid, length = b >> 4, (b & 0x0F) + 1
+        if eid == 15 or i + 1 + length > end:
+            return False
+        if eid == ext_id:
+            if length != len(data):
+                return False
+            buf[i + 1:i + 1 + length] = data
+            return True
+        i += 1 + length
+    return False
 
 
 def build_rtx(packet: bytes | bytearray, rtx_pt: int, rtx_ssrc: int, rtx_seq: int) -> bytes | None:

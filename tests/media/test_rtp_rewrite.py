@@ -6,15 +6,19 @@ import pytest
 
 from media.rtp_rewrite import (
     SlotRewriter,
+    abs_send_time,
     audio_level,
     build_rtx,
+    extension_block,
     find_extension,
     parse_header,
     payload_bounds,
     payload_offset,
     seq_delta,
     seq_newer,
+    set_extension,
     unwrap_rtx,
+    with_extension_block,
 )
 
 
@@ -363,3 +367,51 @@ def test_source_seq_in_an_epoch_longer_than_the_seq_space() -> None:
         assert r.source_seq(out) == (5000 + 69999 - back) & 0xFFFF
     assert r.source_seq((last + 1) & 0xFFFF) is None
     assert r.source_seq((last - 0x7000) & 0xFFFF) is None
+
+
+# ---- writing header extensions ----
+
+def test_abs_send_time_fixed_point_wraps_every_64_s() -> None:
+    assert abs_send_time(0.0) == 0
+    assert abs_send_time(1.5) == 3 << 17
+    assert abs_send_time(64.25) == abs_send_time(0.25) == 1 << 16
+
+
+def test_extension_block_and_with_extension_block_round_trip() -> None:
+    block = extension_block([(3, b"\x01\x02\x03"), (1, b"\x7f")])
+    assert block[:2] == b"\xbe\xde" and len(block) % 4 == 0
+    plain = rtp(9, 8, 7, b"payload", marker=True, csrcs=(5,), padding=2)
+    out = with_extension_block(plain, block)
+    assert out is not None
+    h = parse_header(out)
+    assert h is not None and h.csrcs == (5,) and h.marker and h.seq == 9
+    assert out[h.payload_start:h.payload_end] == b"payload"
+    assert find_extension(out, 3) == b"\x01\x02\x03" and audio_level(out, 1) == (127, False)
+
+
+def test_with_extension_block_replaces_an_existing_block() -> None:
+    old = rtp(1, 2, 3, b"data", ext=two_byte_ext((9, b"abcdef")))
+    out = with_extension_block(old, extension_block([(2, b"\x10\x20\x30")]))
+    assert out is not None
+    assert find_extension(out, 9) is None and find_extension(out, 2) == b"\x10\x20\x30"
+    assert out[payload_offset(out) or 0:] == b"data"
+    assert with_extension_block(b"\x80\x60", b"") is None
+
+
+def test_set_extension_in_place() -> None:
+    buf = with_extension_block(rtp(1, 2, 3, b"d"), extension_block([(1, b"\x05"), (4, b"\x00\x00\x00")]))
+    assert buf is not None
+    assert set_extension(buf, 4, abs_send_time(2.0).to_bytes(3, "big"))
+    assert find_extension(buf, 4) == (2 << 18).to_bytes(3, "big")
+    assert not set_extension(buf, 4, b"\x00")        # other length
+    assert not set_extension(buf, 6, b"\x00")        # absent
+    assert not set_extension(bytearray(rtp(1, 2, 3)), 1, b"\x00")
+
+
+def test_extension_block_rejects_bad_elements() -> None:
+    with pytest.raises(ValueError):
+        extension_block([(15, b"x")])
+    with pytest.raises(ValueError):
+        extension_block([(1, b"")])
+    with pytest.raises(ValueError):
+        extension_block([(1, b"x" * 17)])
