@@ -263,13 +263,18 @@ def site_phase(site: int) -> float:
 @dataclass(frozen=True)
 class Trial:
     """One measured meeting size: ``held`` = every subscribed video stream at full frame rate,
-    every audio slot fed, and the SFU under one core; ``generator_limited`` = the load
-    generator itself fell behind its schedule (a failure then says nothing about the SFU, and
-    a larger S would measure the generator, not the SFU)."""
+    every audio slot fed, and the SFU under one core; ``limited_by`` = why the measurement
+    itself, not the SFU, was the limit ("load generator": it fell behind its schedule;
+    "contention": other processes held the SFU's core).  A failure then says nothing about
+    the SFU, and a larger S would measure the limit, not the SFU."""
 
     sites: int
     held: bool
-    generator_limited: bool = False
+    limited_by: str | None = None
+
+    @property
+    def generator_limited(self) -> bool:
+        return self.limited_by is not None
 
 
 def next_site_count(trials: list[Trial], growth: float = 1.5, resolution: float = 0.1, ceiling: int = 400) -> int | None:

@@ -346,8 +346,24 @@ def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str
         "held": video_ok and audio_ok and sfu_cores < FULL_RATE,
         # The generator fell behind its own schedule, or had no CPU left: a failure at this S
         # may be the generator's, not the SFU's.
-        "generator_limited": late99 > 0.020 or own_cpu / dt > 0.9,
+        "limited_by": _limited_by(late99, own_cpu / dt, (after.sfu_wait - before.sfu_wait) / dt),
     }
+
+
+# The generator is behind when its p99 lateness against the schedule exceeds this, or when it
+# used this much of its core; the SFU's core is contended when the SFU waited this share of
+# the window for it.
+GENERATOR_LATE_S = 0.020
+GENERATOR_BUSY = 0.9
+CONTENDED = 0.25
+
+
+def _limited_by(lateness_p99: float, generator_cores: float, sfu_wait_fraction: float) -> str | None:
+    if lateness_p99 > GENERATOR_LATE_S or generator_cores > GENERATOR_BUSY:
+        return "load generator"
+    if sfu_wait_fraction > CONTENDED:
+        return "contention"
+    return None
 
 
 def run_ours(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: float, window: float,

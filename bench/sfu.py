@@ -16,7 +16,9 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   carry a tag in their RTP padding), and ``max_sites_one_core``: S stepped up (x1.5) then
   bisected; a size holds when every subscribed video stream gets >= 95% of 30 fps, every
   audio slot >= 95% of 50 packets/s, and the SFU stays under 0.95 core.  The search stops
-  where the load generator (one core too) falls behind; then ``max_sites_limited_by`` says so.
+  where the measurement itself is the limit, and ``max_sites_limited_by`` says which: "load
+  generator" (one core too; it fell behind its schedule) or "contention" (the machine is
+  shared: the SFU waited > 25% of the window for its core, ``sfu_cpu_wait_fraction``).
 * **MediaRelay** (``bench._sfu_mediarelay``): aiortc's stock relay, a smaller job (1 publisher
   x N subscribers, it decodes once and encodes per subscriber).  ``mediarelay_cpu_ratio`` =
   its CPU per forwarded 640x360 stream / ours for one such stream (our µs per packet x that
@@ -279,7 +281,7 @@ def sfu_available() -> str | None:
 def search_max_sites(first: dict[str, Any], run: Any, budget_s: float) -> tuple[list[Trial], list[dict[str, Any]]]:
     """Step S from the main measurement (``first``) with ``next_site_count`` until the search
     ends or ``budget_s`` is spent; ``run(S)`` measures one size."""
-    trials = [Trial(first["sites"], first["held"], first["generator_limited"])]
+    trials = [Trial(first["sites"], first["held"], first["limited_by"])]
     results = [first]
     deadline = time.monotonic() + budget_s
     while time.monotonic() < deadline:
@@ -290,10 +292,10 @@ def search_max_sites(first: dict[str, Any], run: Any, budget_s: float) -> tuple[
             r = run(nxt)
         except Exception as exc:  # a size that cannot even connect counts as not held
             progress(f"ours: S={nxt}: failed: {type(exc).__name__}: {exc}")
-            trials.append(Trial(nxt, False, False))
+            trials.append(Trial(nxt, False))
             continue
         progress(f"ours: S={nxt}: {_brief(r)}")
-        trials.append(Trial(nxt, r["held"], r["generator_limited"]))
+        trials.append(Trial(nxt, r["held"], r["limited_by"]))
         results.append(r)
     return trials, results
 
@@ -302,7 +304,7 @@ def _brief(r: dict[str, Any]) -> str:
     def f(v: Any, digits: int = 2) -> Any:
         return round(v, digits) if isinstance(v, float) else v
 
-    keys = ("held", "generator_limited", "sfu_cpu_cores", "sfu_cpu_us_per_packet", "forwarded_packets_per_s",
+    keys = ("held", "limited_by", "sfu_cpu_cores", "sfu_cpu_us_per_packet", "forwarded_packets_per_s",
             "video_streams", "video_fps_min", "audio_pps_min", "added_latency_ms_p50", "added_latency_ms_p99",
             "generator_cpu_cores", "generator_lateness_ms_p99", "sfu_cpu_wait_fraction", "generator_cpu_wait_fraction",
             "keyframe_requests_in_window", "untagged_packets",
@@ -321,7 +323,7 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
     us = ours.get("sfu_cpu_us_per_packet") if ours else None
     # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
     ours_cores_per_stream = us * 1e-6 * video_packets_per_s if us else None
-    limited = [t.sites for t in trials if t.generator_limited]
+    limited = sorted((t.sites, t.limited_by) for t in trials if t.limited_by)
     held = largest_held(trials)
     result: dict[str, Any] = {
         "sfu_cpu_us_per_packet": _r(us, 2),
@@ -339,6 +341,7 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             "sfu_cpu_cores": _r(ours["sfu_cpu_cores"], 3),
             "sites": ours["sites"],
             "held_at_sites": ours["held"],
+            "limited_by": ours["limited_by"],
             "video_fps_min": _r(ours["video_fps_min"], 1),
             "video_fps_mean": _r(ours["video_fps_mean"], 1),
             "video_streams": ours["video_streams"],
@@ -358,9 +361,9 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             "generator_cpu_wait_fraction": _r(ours.get("generator_cpu_wait_fraction"), 3),
         })
     result["max_sites_one_core_searched"] = searched
-    result["max_sites_trials"] = [[t.sites, t.held, t.generator_limited] for t in trials]
+    result["max_sites_trials"] = [[t.sites, t.held, t.limited_by] for t in trials]
     result["max_sites_limited_by"] = (
-        f"load generator fell behind at S={min(limited)}" if limited and (held is None or min(limited) > held) else None)
+        f"{limited[0][1]} at S={limited[0][0]}" if limited and (held is None or limited[0][0] > held) else None)
     result["mediarelay_cpu_cores_per_stream"] = _r(relay["cpu_cores_per_stream"], 4)
     result["mediarelay_received_fps_per_stream"] = _r(relay["received_fps_per_stream"], 1)
     if janus:
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"ours: {sfu_skipped}")
         if ours is not None:
             progress(f"ours: S={args.sites}: {_brief(ours)}")
-            trials = [Trial(ours["sites"], ours["held"], ours["generator_limited"])]
+            trials = [Trial(ours["sites"], ours["held"], ours["limited_by"])]
             if not quick and not args.no_search:
                 trials, _ = search_max_sites(
                     ours, lambda s: run_ours(fixture, thumb, s, step_warmup, step_window, progress, server_cpu), budget_s=300)

@@ -145,7 +145,7 @@ def test_site_count_search_grows_bisects_and_stops_at_the_generator() -> None:
     trials = [Trial(34, True), Trial(51, False), Trial(42, True), Trial(46, True), Trial(48, False)]
     assert next_site_count(trials) is None and largest_held(trials) == 46
     # The generator fell behind at 51: never try 51 or more, and 51 is not an SFU failure.
-    limited = [Trial(34, True), Trial(51, False, generator_limited=True)]
+    limited = [Trial(34, True), Trial(51, False, limited_by="load generator")]
     assert next_site_count(limited) is None and largest_held(limited) == 34
     assert next_site_count([Trial(1, False)]) is None and largest_held([Trial(1, False)]) is None
 
@@ -154,7 +154,7 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     from bench._sfu_load import Trial
     from bench.sfu import assemble
 
-    ours = {"sites": 34, "held": True, "generator_limited": False, "sfu_cpu_us_per_packet": 10.0,
+    ours = {"sites": 34, "held": True, "limited_by": None, "sfu_cpu_us_per_packet": 10.0,
             "forwarded_packets_per_s": 18000.4, "sfu_cpu_cores": 0.18, "added_latency_ms_p50": 0.4,
             "added_latency_ms_p99": 2.5, "video_fps_min": 29.9, "video_fps_mean": 30.0, "video_streams": 280,
             "audio_streams": 105, "audio_pps_min": 50.0, "latency_ms_p50": 0.6, "latency_ms_p99": 3.0,
@@ -162,12 +162,12 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
             "generator_cpu_cores": 0.5, "generator_lateness_ms_p99": 1.0}
     relay = {"cpu_cores_per_stream": 0.1, "received_fps_per_stream": 30.0}
     janus = {"cpu_us_per_packet": 40.0, "forwarded_packets_per_s": 9000.0, "sites": 16}
-    trials = [Trial(34, True), Trial(51, True), Trial(76, False, generator_limited=True)]
+    trials = [Trial(34, True), Trial(51, True), Trial(76, False, limited_by="load generator")]
     out = assemble(ours, None, trials, True, relay, 100.0, janus, None, None, {})
     assert out["sfu_cpu_us_per_packet"] == 10.0 and out["forwarded_packets_per_s"] == 18000
     assert out["mediarelay_cpu_ratio"] == 100.0  # 0.1 core / (10 us x 100 packets/s)
     assert out["janus_cpu_ratio"] == 0.25
-    assert out["max_sites_one_core"] == 51 and out["max_sites_limited_by"] == "load generator fell behind at S=76"
+    assert out["max_sites_one_core"] == 51 and out["max_sites_limited_by"] == "load generator at S=76"
     none = assemble(None, "why", [], False, relay, 100.0, None, "no janus", None, {})
     for key in ("sfu_cpu_us_per_packet", "forwarded_packets_per_s", "max_sites_one_core", "added_latency_ms_p50",
                 "added_latency_ms_p99", "mediarelay_cpu_ratio", "janus_cpu_ratio"):
