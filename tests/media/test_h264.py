@@ -105,3 +105,14 @@ def test_offset_in_rtp_packet_and_out_of_range() -> None:
     off = payload_offset(packet)
     assert off == 12 and is_keyframe(packet, off)
     assert nal_types(packet, 99) == [] and not is_keyframe(packet, -1)
+
+
+def test_random_bytes_never_raise() -> None:
+    import random
+    rnd = random.Random(2)
+    for _ in range(3000):
+        data = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 20)))
+        types = nal_types(data)
+        assert all(0 <= t < 32 for t in types)
+        is_keyframe(data)
+        is_keyframe(data, require_sps=True)

@@ -232,3 +232,27 @@ def test_report_block_serializes() -> None:
 def test_empty_stats_report() -> None:
     block = ReceiveStats(90000).take_report(1, 0.0)
     assert (block.fraction_lost, block.packets_lost, block.highest_seq, block.jitter) == (0, 0, 0, 0)
+
+
+def test_random_arrival_orders_keep_counts_consistent() -> None:
+    import random
+    rnd = random.Random(4)
+    for _ in range(50):
+        st = ReceiveStats(90000, max_missing=2000, max_age=5000)
+        start = rnd.getrandbits(16)
+        seqs = [(start + i) & 0xFFFF for i in range(rnd.randrange(50, 400))]
+        delivered = [s for s in seqs if rnd.random() > 0.1]
+        for i in range(len(delivered) - 1):  # light reordering
+            if rnd.random() < 0.05:
+                delivered[i], delivered[i + 1] = delivered[i + 1], delivered[i]
+        if delivered and delivered[0] != seqs[0]:
+            delivered.insert(0, seqs[0])
+        t = 0.0
+        for s in delivered:
+            st.on_packet(s, s * 900, t)
+            t += 0.01
+        got = set(delivered)
+        newest = max(range(len(seqs)), key=lambda i: i if seqs[i] in got else -1)
+        lost = {seqs[i] for i in range(newest + 1) if seqs[i] not in got}
+        assert set(st.missing()) == lost
+        assert st.take_report(1, t).packets_lost == len(lost)

@@ -242,3 +242,19 @@ def test_request_limiter_one_per_interval_per_key() -> None:
     lim.forget(1)
     assert lim.allow(1, 11.9)
     lim.forget(99)
+
+
+def test_random_and_mutated_input_never_raises() -> None:
+    import random
+    rnd = random.Random(9)
+    valid = (build_sr(1, 2, 3, 4, 5, [BLOCK]) + build_sdes(1, "c") + build_nack(1, 2, [1, 2, 40])
+             + build_pli(1, 2) + build_fir(1, 2, 3) + build_remb(1, 10**6, [2, 3]) + build_bye([1]))
+    for _ in range(2000):
+        data = bytearray(valid)
+        for _ in range(rnd.randrange(1, 6)):
+            data[rnd.randrange(len(data))] = rnd.getrandbits(8)
+        data = data[:rnd.randrange(len(data) + 1)]
+        for p in parse_compound(bytes(data)):
+            assert isinstance(p, (SenderReport, ReceiverReport, Bye, Nack, Pli, Fir, Remb))
+    for _ in range(2000):
+        parse_compound(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 40))))

@@ -415,3 +415,44 @@ def test_extension_block_rejects_bad_elements() -> None:
         extension_block([(1, b"")])
     with pytest.raises(ValueError):
         extension_block([(1, b"x" * 17)])
+
+
+# ---- robustness: random input never raises, random switches stay continuous ----
+
+def test_random_bytes_never_raise() -> None:
+    import random
+    rnd = random.Random(3)
+    for _ in range(3000):
+        data = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 40)))
+        if data:
+            data = bytes([0x80 | (data[0] & 0x3F)]) + data[1:]  # mostly version 2
+        payload_offset(data)
+        payload_bounds(data)
+        parse_header(data)
+        find_extension(data, rnd.randrange(0, 16))
+        audio_level(data, 1)
+        build_rtx(data, 97, 1, 2)
+        unwrap_rtx(data, 96, 1)
+        with_extension_block(data, b"")
+        set_extension(bytearray(data), 1, b"\x00")
+        SlotRewriter(out_ssrc=1).retransmit(data)
+
+
+def test_random_switches_keep_outgoing_stream_continuous() -> None:
+    import random
+    rnd = random.Random(7)
+    r = SlotRewriter(out_ssrc=42, ts_gap=3000)
+    prev: tuple[int, int] | None = None
+    for _ in range(200):
+        r.switch()
+        ssrc = rnd.getrandbits(32)
+        seq, ts = rnd.getrandbits(16), rnd.getrandbits(32)
+        for i in range(rnd.randrange(1, 30)):
+            out_seq, out_ts, out_ssrc = header(r.rewrite(rtp(seq, ts, ssrc)))
+            assert out_ssrc == 42
+            if prev is not None:
+                assert out_seq == (prev[0] + 1) & 0xFFFF
+                step = (out_ts - prev[1]) & 0xFFFFFFFF
+                assert step == 3000 if i == 0 else step in (0, 3000)  # a switch: one frame later
+            prev = (out_seq, out_ts)
+            seq, ts = (seq + 1) & 0xFFFF, (ts + rnd.choice((0, 3000))) & 0xFFFFFFFF

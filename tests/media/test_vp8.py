@@ -289,3 +289,44 @@ def test_fan_out_with_shared_layout_matches_parsing_each_copy() -> None:
         out_a = a.rewrite(bytearray(packet), 12, None, layout)
         out_b = b.rewrite(bytearray(packet), 12)
         assert out_a is not None and out_a == out_b
+
+
+def test_random_bytes_never_raise_and_layout_agrees_with_parse() -> None:
+    import random
+    rnd = random.Random(5)
+    rewriter = Vp8Rewriter()
+    for _ in range(3000):
+        data = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 12)))
+        d = parse_descriptor(data)
+        layout = descriptor_layout(data)
+        assert (d is None) == (layout is None)
+        if d is not None and layout is not None:
+            assert layout[1] == d.picture_id_bits
+        is_keyframe(data)
+        keyframe_size(data)
+        out = rewriter.rewrite(bytearray(data), 0, rnd.choice((1, 2)))
+        assert (out is None) == (d is None)
+        rewriter.retransmit(bytearray(data), 0)
+        if rnd.random() < 0.1:
+            rewriter.switch()
+
+
+def test_random_switches_keep_picture_id_continuous() -> None:
+    import random
+    rnd = random.Random(11)
+    r = Vp8Rewriter()
+    last: int | None = None
+    for k in range(100):
+        r.switch()
+        bits = rnd.choice((7, 15))
+        pic = rnd.getrandbits(bits)
+        for _ in range(rnd.randrange(1, 300)):
+            src = descriptor(picture_id=pic, bits=bits) + DELTA
+            out = r.rewrite(bytearray(src), 0, k)
+            assert out is not None
+            d = parse_descriptor(out)
+            assert d is not None and d.picture_id is not None and d.picture_id_bits == 15
+            if last is not None:
+                assert d.picture_id == (last + 1) & 0x7FFF
+            last = d.picture_id
+            pic = (pic + 1) & ((1 << bits) - 1)
