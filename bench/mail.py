@@ -5,7 +5,7 @@ for our relay (``lienthong serve``) and a private Postfix instance under the sam
 
 Both servers get the same client, ``smtp-source`` (Postfix's load tool), at 1 and 20
 concurrent sessions with 5 KB and 100 KB messages, and relay to the same discarding sink
-(``bench._mail_sink``, an aiosmtpd process of its own started fresh for every run).
+(``bench._mail_sink``, a small asyncio SMTP sink process of its own that discards DATA in bulk).
 
 * accept/s: messages / wall time of the smtp-source run (it ends after the last 250; both
   servers fsync before 250).
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "postfix_skipped": skip_reason,
         "cases": cases_out,
         "params": {"quick": args.quick, "messages": messages, "repeats": repeats,
-                   "client": "smtp-source", "sink": "bench._mail_sink (aiosmtpd, discards)",
+                   "client": "smtp-source", "sink": "bench._mail_sink (asyncio, bulk DATA, discards)",
                    "ours_path": "MX listener, hosted domain with next hop = sink",
                    "postfix_path": "smtpd relay for mynetworks, relayhost = sink"},
         "notes": notes,

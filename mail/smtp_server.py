@@ -34,6 +34,7 @@ import ssl
 import weakref
 from typing import Any
 
+import numpy as np
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, _AuthMechAttr, syntax
 
 from mail import policy
@@ -61,13 +62,21 @@ REPLY_BARE_CR_LF = "550 5.6.0 Message refused: bare CR or LF in the message (lin
 def data_problem(raw: bytes) -> tuple[str, str] | None:
     """(metrics reason, reply) refusing a DATA block (before unstuffing, terminator excluded).
 
-    ``raw`` ends with CRLF (the terminator's first CRLF belongs to the last line)."""
-    crlf = raw.count(b"\r\n")
-    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-        # A bare LF or CR: another server could read a different end of data in it.
+    ``raw`` ends with CRLF (the terminator's first CRLF belongs to the last line).  Vectorised
+    with numpy: ``bytes.count`` walks a 100 KB message byte by byte in C, several times over."""
+    if not raw:
+        return None
+    a = np.frombuffer(raw, np.uint8)
+    lf = a == 10
+    cr = a == 13
+    # Every CR followed by LF and every LF preceded by CR: else another server could read a
+    # different end of data in it (SMTP smuggling).
+    if lf[0] or cr[-1] or not np.array_equal(cr[:-1], lf[1:]):
         return "bare_cr_lf", REPLY_BARE_CR_LF
-    if len(raw) > LINE_LIMIT - 2 and max(map(len, raw.split(b"\r\n"))) > LINE_LIMIT - 2:
-        return "line_too_long", REPLY_LINE_TOO_LONG
+    if len(raw) > LINE_LIMIT:
+        ends = np.flatnonzero(lf)  # last byte of each line; raw ends with one
+        if ends[0] + 1 > LINE_LIMIT or (len(ends) > 1 and int(np.diff(ends).max()) > LINE_LIMIT):
+            return "line_too_long", REPLY_LINE_TOO_LONG
     return None
 
 
@@ -137,6 +146,28 @@ _TABLES: weakref.WeakKeyDictionary[Any, dict[type, tuple[dict[str, Any], dict[st
     weakref.WeakKeyDictionary())
 
 
+class _BoundMethods(dict):  # type: ignore[type-arg]
+    """aiosmtpd's ``_smtp_methods`` (command -> method), binding on use: it calls only get()
+    (each command) and items() (HELP), so a connection need not bind twenty methods."""
+
+    def __init__(self, functions: dict[str, Any], obj: Any):
+        super().__init__(functions)
+        self._obj = obj
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        f = dict.get(self, name)
+        return default if f is None else f.__get__(self._obj)
+
+    def __getitem__(self, name: str) -> Any:
+        return dict.__getitem__(self, name).__get__(self._obj)
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return [f.__get__(self._obj) for f in dict.values(self)]
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return [(k, f.__get__(self._obj)) for k, f in dict.items(self)]
+
+
 class RelaySMTP(SMTP):
     def __init__(self, handler: Any, *, throttle: policy.FailureThrottle, metrics: MailMetrics,
                  implicit_tls: bool = False, hostname: str | None = None, ident: str | None = None,
@@ -180,7 +211,7 @@ class RelaySMTP(SMTP):
         if tables is None:
             tables = per_class[type(self)] = self._method_tables(handler)
         smtp_methods, auth_methods, hooks = tables
-        self._smtp_methods = {name: f.__get__(self) for name, f in smtp_methods.items()}
+        self._smtp_methods = _BoundMethods(smtp_methods, self)
         self._auth_methods = {
             name: _AuthMechAttr(f.__get__(self), True) if builtin else _AuthMechAttr(f, False)
             for name, (f, builtin) in auth_methods.items() if name not in (auth_exclude_mechanism or ())}
