@@ -116,3 +116,28 @@ def test_random_bytes_never_raise() -> None:
         assert all(0 <= t < 32 for t in types)
         is_keyframe(data)
         is_keyframe(data, require_sps=True)
+
+
+# ---- real encoder output (libx264 through aiortc's packetizer, used as a reference only) ----
+
+def test_real_h264_keyframe_and_delta_frames() -> None:
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs.h264 import H264Encoder
+
+    rnd = np.random.default_rng(1)
+    encoder = H264Encoder()
+    frames = []
+    for i in range(3):
+        image = rnd.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=(i == 0))
+        frames.append(payloads)
+    key, *deltas = frames
+    assert len(key) > 1  # SPS/PPS aggregated, the IDR slice in FU-A fragments
+    assert is_keyframe(key[0]) and is_keyframe(key[0], require_sps=True)
+    assert any(5 in nal_types(p) for p in key)
+    assert not any(is_keyframe(p) for frame in deltas for p in frame)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import struct
 
 import pytest
@@ -330,3 +331,52 @@ def test_random_switches_keep_picture_id_continuous() -> None:
                 assert d.picture_id == (last + 1) & 0x7FFF
             last = d.picture_id
             pic = (pic + 1) & ((1 << bits) - 1)
+
+
+# ---- real encoder output (libvpx through aiortc's packetizer, used as a reference only) ----
+
+@functools.lru_cache(maxsize=1)
+def _encoded_vp8_frames() -> list[list[bytes]]:
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    rnd = np.random.default_rng(1)
+    encoder = Vp8Encoder()
+    frames = []
+    for i in range(3):
+        image = rnd.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=(i == 0))
+        frames.append(payloads)
+    return frames
+
+
+def test_real_vp8_keyframe_and_delta_frames() -> None:
+    key, *deltas = _encoded_vp8_frames()
+    assert len(key) > 1  # a noisy 640x360 keyframe spans several packets
+    assert is_keyframe(key[0]) and keyframe_size(key[0]) == (640, 360)
+    assert not any(is_keyframe(p) for p in key[1:])
+    assert not any(is_keyframe(p) for frame in deltas for p in frame)
+    first = parse_descriptor(key[0])
+    assert first is not None and first.picture_id_bits == 15 and first.start
+
+
+def test_real_vp8_stream_rewritten_across_a_switch_keeps_payload() -> None:
+    key, *deltas = _encoded_vp8_frames()
+    r = Vp8Rewriter()
+    rewrite(r, descriptor(picture_id=77) + DELTA, ssrc=1)
+    ids = []
+    for frame in [key, *deltas]:
+        for p in frame:
+            d = parse_descriptor(p)
+            assert d is not None
+            out = r.rewrite(bytearray(p), 0, 2)
+            assert out is not None
+            o = parse_descriptor(out)
+            assert o is not None and bytes(out[o.size:]) == p[d.size:]
+            ids.append(o.picture_id)
+    assert ids[0] == 78 and sorted(set(ids)) == [78, 79, 80]
