@@ -1,25 +1,36 @@
-"""The delivery worker: takes due messages from the spool and hands them on by SMTP.
+"""The delivery worker: hands queued messages on by SMTP, retries, reports.
+
+Scheduling.  The worker keeps every spooled message it knows in memory: a just-accepted one
+comes by ``notify`` (O(1): no spool scan per message, and its content straight from memory
+within ``MEMORY_BUDGET``), others by a spool scan, done at start-up and every
+``scan_interval`` (or soon after ``wake()``).  A scan lists the queue folder and reads only
+what it does not know, or what changed on disk behind its back (the queue CLI rewrites an
+envelope for hold/release/flush, or deletes a message).  Deferred messages wait in a heap of
+next-try times.  At most ``total_concurrency`` messages are in delivery at once.
 
 Per message and recipient domain: the route is the hosted domain's next hop (inbound mail),
 else the domain's MX hosts in preference order (mail.dns); each host is tried until one takes
 the transaction.  STARTTLS when offered (or required, per policy); connections are kept and
-reused for further messages to the same host; at most ``per_destination_concurrency``
-connections per host.  Per recipient: 2xx delivered, 5xx failed, 4xx or a connection problem
-deferred and retried on the schedule (mail.retry) until the queue lifetime, then failed.
-Failures (and delay warnings, and NOTIFY=SUCCESS) produce RFC 3464 reports queued back into
-the spool (mail.bounce); a message with a null sender never gets one.
+reused for further messages to the same host (mail.smtp_client); at most
+``per_destination_concurrency`` connections per host.  Per recipient: 2xx delivered, 5xx
+failed, 4xx or a connection problem deferred and retried on the schedule (mail.retry) until
+the queue lifetime, then failed.  Failures (and delay warnings, and NOTIFY=SUCCESS) produce
+RFC 3464 reports queued back into the spool (mail.bounce); a message with a null sender never
+gets one.  Finished messages leave the spool in batches (``Spool.remove_many`` when the spool
+has it): a crash before the removal only means the message is delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import ipaddress
 import logging
-import ssl
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import aiosmtplib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from mail import retry
 from mail.bounce import build_dsn, recipients_to_report
@@ -29,13 +40,19 @@ from mail.dkim_sign import DkimSigner
 from mail.dns import DnsPermanent, DnsTemporary, MxResolver, Target
 from mail.metrics import MailMetrics
 from mail.policy import domain_of
+from mail.smtp_client import ConnectFailed, ConnectionLost, ConnectionPool, OutboundConnection, StaleConnection, \
+    TlsContexts, TransactionResult, dot_stuff
 from mail.spool import Envelope, Recipient, Spool, SpoolError, envelope_stub
 
 log = logging.getLogger("mail.delivery")
 
+# Content of just-accepted messages kept in memory for their first attempt, at most this many
+# bytes in all; beyond it (a backlog), the first attempt reads the spool file like a retry.
+MEMORY_BUDGET = 64 * 1024 * 1024
+# Idle connections to remote hosts are closed after this many seconds.
+IDLE_TIMEOUT = 10.0
 
-class Deferred(Exception):
-    pass
+Stamp = tuple[int, int] | None  # (inode, mtime in ns) of a message's .env file; None: none yet
 
 
 @dataclass
@@ -45,36 +62,21 @@ class Route:
 
 
 @dataclass
-class Pool:
-    """Idle connections per (address, port), and a limit of open ones per destination."""
+class Queued:
+    """A spooled message as the worker holds it."""
 
-    per_destination: int
-    idle: dict[tuple[str, int], list[aiosmtplib.SMTP]] = field(default_factory=dict)
-    limits: dict[tuple[str, int], asyncio.Semaphore] = field(default_factory=dict)
+    env: Envelope
+    content: bytes | None  # in memory until the first attempt (notify), else None: read the file
+    stamp: Stamp  # the .env the worker last read or wrote, to notice the queue CLI's edits
+    due: float = 0.0  # when it waits in the heap: its next try
 
-    def limit(self, key: tuple[str, int]) -> asyncio.Semaphore:
-        return self.limits.setdefault(key, asyncio.Semaphore(self.per_destination))
 
-    def take(self, key: tuple[str, int]) -> aiosmtplib.SMTP | None:
-        conns = self.idle.get(key, [])
-        while conns:
-            c = conns.pop()
-            if c.is_connected:
-                return c
+def _stamp(path: str) -> Stamp:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         return None
-
-    def give_back(self, key: tuple[str, int], conn: aiosmtplib.SMTP) -> None:
-        if conn.is_connected:
-            self.idle.setdefault(key, []).append(conn)
-
-    async def close(self) -> None:
-        for conns in self.idle.values():
-            for c in conns:
-                try:
-                    await asyncio.wait_for(c.quit(), 2)
-                except Exception:
-                    c.close()
-        self.idle.clear()
+    return (st.st_ino, st.st_mtime_ns)
 
 
 class DeliveryWorker:
@@ -82,93 +84,285 @@ class DeliveryWorker:
                  dkim: DkimSigner, clock: Callable[[], float] = time.time):
         self.config, self.spool, self.directory, self.mx = config, spool, directory, mx
         self.metrics, self.dkim, self.clock = metrics, dkim, clock
-        self.pool = Pool(config.per_destination_concurrency)
-        self._total = asyncio.Semaphore(config.total_concurrency)
+        self.pool = ConnectionPool(config.per_destination_concurrency, IDLE_TIMEOUT)
+        self.tls = TlsContexts()
+        self._messages: dict[str, Queued] = {}  # every message known, whatever its state
+        self._ready: deque[str] = deque()  # due now, waiting for a delivery slot
+        self._timers: list[tuple[float, str]] = []  # (next try, id); stale entries skipped
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()
+        self._removing: set[str] = set()  # finished, removal from the spool under way
+        self._removals: list[str] = []
+        self._memory = 0  # bytes of content held in Queued.content
         self._wake = asyncio.Event()
+        self._removal_wake = asyncio.Event()
+        self._scan_requested = True
         self._task: asyncio.Task[None] | None = None
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._cooldown: dict[str, float] = {}  # messages whose last attempt crashed: not before
+        self._remover: asyncio.Task[None] | None = None
+        self._delivered = metrics.deliveries.labels("delivered")
+        self._deferred = metrics.deliveries.labels("deferred")
+        self._failed = metrics.deliveries.labels("failed")
+
+    # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mail-delivery")
+        self._remover = asyncio.create_task(self._remove_batches(), name="mail-delivery-removals")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        tasks = list(self._inflight.values())
+        tasks = list(self._running.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._remover is not None:
+            self._remover.cancel()
+            await asyncio.gather(self._remover, return_exceptions=True)
+            self._remover = None
+        await self._remove_pending()
         await self.pool.close()
 
+    # -- hand-offs -----------------------------------------------------------------------------
+
+    def notify(self, queue_id: str, envelope: Envelope, content: bytes | Sequence[bytes] | None = None) -> None:
+        """A message was just durably queued: deliver it now.  O(1); ``content`` (bytes, or the
+        parts written after the spool header) spares reading it back from the spool."""
+        if queue_id in self._messages or queue_id in self._removing:
+            return
+        data: bytes | None = None
+        if content is not None:
+            data = content if isinstance(content, bytes) else b"".join(content)
+            if self._memory + len(data) > MEMORY_BUDGET:
+                data = None
+            else:
+                self._memory += len(data)
+        q = Queued(envelope, data, None)
+        self._messages[queue_id] = q
+        self._schedule(q)
+
     def wake(self) -> None:
-        """Look at the spool now (a message was just queued, or the queue CLI flushed)."""
+        """Scan the spool soon (the queue CLI changed it, or a test wants no wait)."""
+        self._scan_requested = True
         self._wake.set()
 
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _schedule(self, q: Queued) -> None:
+        env = q.env
+        if env.hold:
+            self._held.add(env.id)
+            self._drop_content(q)
+        elif not env.pending:
+            self._finish(q)  # nothing left to do (a crash cut it between delivery and removal)
+        elif env.next_try <= self.clock():
+            self._ready.append(env.id)
+            self._start_ready()
+        else:
+            q.due = env.next_try
+            heapq.heappush(self._timers, (q.due, env.id))
+            self._drop_content(q)
+            self._wake.set()  # the loop's sleep may need to be shorter
+
+    def _start_ready(self) -> None:
+        limit = self.config.total_concurrency
+        while self._ready and len(self._running) < limit:
+            queue_id = self._ready.popleft()
+            q = self._messages.get(queue_id)
+            if q is None or queue_id in self._running:
+                continue
+            task = asyncio.create_task(self._attempt(q), name=f"deliver-{queue_id}")
+            self._running[queue_id] = task
+            task.add_done_callback(lambda t, i=queue_id: self._attempt_done(i))
+
+    def _attempt_done(self, queue_id: str) -> None:
+        self._running.pop(queue_id, None)
+        if self._ready:
+            self._start_ready()
+
     async def _run(self) -> None:
+        next_scan = 0.0
+        next_idle_close = time.monotonic() + IDLE_TIMEOUT
         while True:
             self._wake.clear()
+            now = self.clock()
+            if self._scan_requested or now >= next_scan:
+                self._scan_requested = False
+                try:
+                    self._scan()
+                except OSError:
+                    log.exception("spool scan failed")
+                next_scan = now + self.config.scan_interval
+            while self._timers and self._timers[0][0] <= now:
+                due, queue_id = heapq.heappop(self._timers)
+                q = self._messages.get(queue_id)
+                if q is not None and q.due == due and queue_id not in self._running:
+                    q.due = 0.0
+                    self._ready.append(queue_id)
+            self._start_ready()
+            self.metrics.queue_size.set(len(self._messages))
+            if time.monotonic() >= next_idle_close:
+                await self.pool.close_idle()
+                next_idle_close = time.monotonic() + IDLE_TIMEOUT / 2
+            wait = next_scan - now
+            if self._timers:
+                wait = min(wait, self._timers[0][0] - now)
             try:
-                self._start_due()
-            except Exception:
-                log.exception("spool scan failed")
-            self.metrics.queue_size.set(self.spool.count())
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.scan_interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wait, IDLE_TIMEOUT / 2)))
             except TimeoutError:
                 pass
 
-    def _start_due(self) -> None:
-        now = self.clock()
-        for env in self.spool.envelopes():
-            if env.id in self._inflight or env.hold or env.next_try > now or not env.pending:
+    def _scan(self) -> None:
+        """Reconcile with the spool folder: new files, envelopes edited by the queue CLI, deletions."""
+        queue = str(self.spool.queue)
+        on_disk: set[str] = set()
+        stamps: dict[str, Stamp] = {}
+        with os.scandir(queue) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".msg"):
+                    on_disk.add(name[:-4])
+                elif name.endswith(".env"):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    stamps[name[:-4]] = (st.st_ino, st.st_mtime_ns)
+        for queue_id in [i for i in self._messages if i not in on_disk and i not in self._running]:
+            self._forget(queue_id)  # deleted with the queue CLI
+        for queue_id in on_disk:
+            if queue_id in self._removing or queue_id in self._running:
                 continue
-            if self._cooldown.get(env.id, 0.0) > now:
+            q = self._messages.get(queue_id)
+            stamp = stamps.get(queue_id)
+            if q is not None and q.stamp == stamp:
                 continue
-            task = asyncio.create_task(self._attempt(env.id), name=f"deliver-{env.id}")
-            self._inflight[env.id] = task
-            task.add_done_callback(lambda t, i=env.id: self._inflight.pop(i, None))
+            try:
+                env = self.spool.load(queue_id)
+            except (FileNotFoundError, ValueError, TypeError, KeyError):
+                continue  # removed meanwhile, or being replaced
+            if q is not None:
+                self._unschedule(q)
+                q.env, q.stamp = env, stamp
+            else:
+                q = self._messages[queue_id] = Queued(env, None, stamp)
+            self._schedule(q)
 
-    # -- one attempt of one message ---------------------------------------------------------
-
-    async def _attempt(self, queue_id: str) -> None:
+    def _unschedule(self, q: Queued) -> None:
+        q.due = 0.0  # its heap entry, if any, is now stale
+        self._held.discard(q.env.id)
         try:
-            await self._attempt_unguarded(queue_id)
+            self._ready.remove(q.env.id)
+        except ValueError:
+            pass
+
+    def _forget(self, queue_id: str) -> None:
+        q = self._messages.pop(queue_id, None)
+        if q is not None:
+            self._unschedule(q)
+            self._drop_content(q)
+
+    def _drop_content(self, q: Queued) -> None:
+        if q.content is not None:
+            self._memory -= len(q.content)
+            q.content = None
+
+    def _finish(self, q: Queued) -> None:
+        """The message is done: forget it and remove it from the spool (batched)."""
+        queue_id = q.env.id
+        self._forget(queue_id)
+        self._removing.add(queue_id)
+        self._removals.append(queue_id)
+        self._removal_wake.set()
+
+    async def _remove_batches(self) -> None:
+        while True:
+            await self._removal_wake.wait()
+            self._removal_wake.clear()
+            await self._remove_pending()
+
+    async def _remove_pending(self) -> None:
+        batch, self._removals = self._removals, []
+        if not batch:
+            return
+        try:
+            remove_many = getattr(self.spool, "remove_many", None)
+            if remove_many is not None:
+                await remove_many(batch)
+            else:
+                await asyncio.gather(*(self.spool.remove(i) for i in batch))
+        except SpoolError:
+            log.exception("removing delivered messages from the spool failed; they may be delivered again",
+                          extra={"messages": len(batch)})
+        finally:
+            self._removing.difference_update(batch)
+
+    # -- one attempt of one message --------------------------------------------------------------
+
+    async def _attempt(self, q: Queued) -> None:
+        queue_id = q.env.id
+        try:
+            await self._attempt_unguarded(q)
         except asyncio.CancelledError:
             raise
         except Exception:
             # A bug or an unexpected failure: keep the message, log it, retry later (not in a loop).
             log.exception("delivery attempt failed unexpectedly; will retry", extra={"queue_id": queue_id})
-            self._cooldown[queue_id] = self.clock() + self.config.retry_first
+            if self._messages.get(queue_id) is q:
+                q.env.next_try = self.clock() + self.config.retry_first
+                self._schedule(q)
 
-    async def _attempt_unguarded(self, queue_id: str) -> None:
-        self._cooldown.pop(queue_id, None)
-        async with self._total:
+    def _current(self, q: Queued) -> bool:
+        """Pick up the queue CLI's edits before an attempt; False: do not attempt now."""
+        stamp = _stamp(f"{self.spool.queue}/{q.env.id}.env")
+        if stamp == q.stamp:
+            return True
+        try:
+            env = self.spool.load(q.env.id)
+        except (FileNotFoundError, ValueError, TypeError, KeyError):
+            self._forget(q.env.id)
+            return False
+        q.env, q.stamp = env, stamp
+        if env.hold or not env.pending or env.next_try > self.clock():
+            self._schedule(q)
+            return False
+        return True
+
+    async def _attempt_unguarded(self, q: Queued) -> None:
+        if not self._current(q):
+            return
+        env = q.env
+        content = q.content
+        if content is None:
             try:
-                env = self.spool.load(queue_id)  # reread: the queue CLI may have changed it
+                content = self.spool.content(env.id)
             except FileNotFoundError:
+                self._forget(env.id)
                 return
-            if env.hold:
-                return
-            try:
-                content = self.spool.content(queue_id)
-            except FileNotFoundError:
-                return
-            by_domain: dict[str, list[Recipient]] = {}
-            for r in env.pending:
-                by_domain.setdefault(domain_of(r.address), []).append(r)
-            before = {r.address: r.status for r in env.recipients}
-            signed = self._sign(env, content)
-            await asyncio.gather(*(self._deliver_domain(env, signed, d, rs) for d, rs in by_domain.items()))
-            await self._settle(env, content, before)
+        else:
+            self._drop_content(q)
+        before = {r.address: r.status for r in env.recipients}
+        payload = dot_stuff(self._sign(env, content))
+        by_domain: dict[str, list[Recipient]] = {}
+        for r in env.pending:
+            by_domain.setdefault(domain_of(r.address), []).append(r)
+        if len(by_domain) == 1:
+            ((domain, rcpts),) = by_domain.items()
+            await self._deliver_domain(env, payload, domain, rcpts)
+        else:
+            await asyncio.gather(*(self._deliver_domain(env, payload, d, rs) for d, rs in by_domain.items()))
+        await self._settle(q, content, before)
 
     def _sign(self, env: Envelope, content: bytes) -> bytes:
         if env.inbound or env.is_bounce or not env.mail_from:
             return content
+        domain = domain_of(env.mail_from)
+        if self.dkim.key_for(domain) is None:
+            return content
         try:
-            return self.dkim.sign(content, domain_of(env.mail_from))
+            return self.dkim.sign(content, domain)
         except Exception:
             log.exception("DKIM signing failed; sending unsigned", extra={"queue_id": env.id})
             return content
@@ -185,13 +379,14 @@ class DeliveryWorker:
                 targets = await self.mx.targets(hop[3:])
                 return Route([(t, port) for t in targets], policy == "required")
             host, _, p = hop.rpartition(":")
-            addresses = [host.strip("[]")] if _is_ip(host.strip("[]")) else await self.mx.addresses(host)
+            bare = host.strip("[]")
+            addresses = [bare] if _is_ip(bare) else await self.mx.addresses(host)
             if not addresses:
                 raise DnsTemporary(f"no address for next hop {host}")
             return Route([(Target(host, a), int(p)) for a in addresses], policy == "required")
         return Route([(t, port) for t in await self.mx.targets(domain)], policy == "required")
 
-    async def _deliver_domain(self, env: Envelope, content: bytes, domain: str, rcpts: list[Recipient]) -> None:
+    async def _deliver_domain(self, env: Envelope, payload: bytes, domain: str, rcpts: list[Recipient]) -> None:
         try:
             route = await self._route(env, domain)
         except DnsPermanent as e:
@@ -205,132 +400,108 @@ class DeliveryWorker:
         last_error = "451 4.4.1 no mail host answered"
         for target, port in route.targets:
             try:
-                await self._deliver_to(env, content, target, port, route.tls_required, rcpts)
+                await self._deliver_to(env, payload, target, port, route.tls_required, rcpts)
                 return
-            except Deferred as e:
+            except (ConnectFailed, ConnectionLost) as e:
                 last_error = str(e)
                 log.info("host deferred", extra={"queue_id": env.id, "host": target.host, "error": last_error})
         for r in rcpts:
             if r.status == "pending":
                 r.last_error = last_error
 
-    async def _connect(self, target: Target, port: int, tls_required: bool) -> aiosmtplib.SMTP:
-        c = aiosmtplib.SMTP(hostname=target.address, port=port, timeout=self.config.command_timeout,
-                            local_hostname=self.config.hostname, start_tls=False, use_tls=False)
-        try:
-            await asyncio.wait_for(c.connect(), self.config.connect_timeout)
-            await c.ehlo()
-            if c.supports_extension("starttls"):
-                ctx = ssl.create_default_context()
-                if not (tls_required and self.config.tls_verify_required):
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                await c.starttls(tls_context=ctx, server_hostname=target.host)
-                await c.ehlo()
-            elif tls_required:
-                c.close()
-                raise Deferred(f"454 4.7.4 TLS is required for {target.host} but it does not offer STARTTLS")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as e:
-            c.close()
-            raise Deferred(f"451 4.4.1 connection to {target.host} [{target.address}]:{port} failed: {e}") from None
-        return c
-
-    async def _deliver_to(self, env: Envelope, content: bytes, target: Target, port: int, tls_required: bool,
+    async def _deliver_to(self, env: Envelope, payload: bytes, target: Target, port: int, tls_required: bool,
                           rcpts: list[Recipient]) -> None:
-        key = (target.address, port)
-        async with self.pool.limit(key):
-            conn = self.pool.take(key)
+        # Connections opened under a required (verified) TLS policy are pooled apart.
+        key = (target.address, port, tls_required)
+        conn = await self.pool.acquire(key)
+        try:
             if conn is not None:
                 try:
-                    await conn.rset()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                    conn.close()
-                    conn = None
-            if conn is None:
-                conn = await self._connect(target, port, tls_required)
-            try:
-                await self._transaction(conn, env, content, target, rcpts)
-            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError) as e:
-                conn.close()
-                raise Deferred(f"451 4.4.2 connection to {target.host} lost: {e}") from None
-            self.pool.give_back(key, conn)
+                    await self._send(conn, env, payload, target, rcpts)
+                    return
+                except StaleConnection:
+                    conn = None  # the host closed it while idle: once more on a fresh one
+            conn = await OutboundConnection.open(
+                target.host, target.address, port, local_hostname=self.config.hostname,
+                connect_timeout=self.config.connect_timeout, command_timeout=self.config.command_timeout,
+                tls_required=tls_required, tls=self.tls, verify_required=self.config.tls_verify_required)
+            await self._send(conn, env, payload, target, rcpts)
+        finally:
+            self.pool.release(key, conn)
 
-    async def _transaction(self, conn: aiosmtplib.SMTP, env: Envelope, content: bytes, target: Target,
-                           rcpts: list[Recipient]) -> None:
-        mail_options = []
+    async def _send(self, conn: OutboundConnection, env: Envelope, payload: bytes, target: Target,
+                    rcpts: list[Recipient]) -> None:
         needs_utf8 = env.smtputf8 or not env.mail_from.isascii() or any(not r.address.isascii() for r in rcpts)
+        mail_options: list[bytes] = []
         if needs_utf8:
-            if not conn.supports_extension("smtputf8"):
+            if not conn.smtputf8:
                 for r in rcpts:
                     r.status, r.remote_mta = "failed", target.host
                     r.last_error = f"553 5.6.7 {target.host} does not accept internationalised (SMTPUTF8) mail"
                 return
-            mail_options.append("SMTPUTF8")
-        if env.body_8bit and conn.supports_extension("8bitmime"):
-            mail_options.append("BODY=8BITMIME")
-        dsn = conn.supports_extension("dsn")
+            mail_options.append(b"SMTPUTF8")
+        if env.body_8bit and conn.eightbitmime:
+            mail_options.append(b"BODY=8BITMIME")
+        dsn = conn.dsn
         if dsn and env.ret:
-            mail_options.append(f"RET={env.ret}")
+            mail_options.append(f"RET={env.ret}".encode("ascii"))
         if dsn and env.envid:
-            mail_options.append(f"ENVID={env.envid}")
-        try:
-            await conn.mail(env.mail_from, options=mail_options, encoding="utf-8" if needs_utf8 else "ascii")
-        except aiosmtplib.SMTPResponseException as e:
-            self._all(rcpts, e.code, e.message, target)
-            await _rset(conn)
-            return
-        accepted = []
+            mail_options.append(f"ENVID={env.envid}".encode("ascii"))
+        encoding = "utf-8" if needs_utf8 else "ascii"
+        commands = []
         for r in rcpts:
             options = []
             if dsn and r.notify:
-                options.append("NOTIFY=" + ",".join(r.notify))
+                options.append(("NOTIFY=" + ",".join(r.notify)).encode("ascii"))
             if dsn and r.orcpt:
-                options.append(f"ORCPT={r.orcpt}")
-            try:
-                await conn.rcpt(r.address, options=options, encoding="utf-8" if needs_utf8 else "ascii")
+                options.append(f"ORCPT={r.orcpt}".encode("utf-8"))
+            commands.append((r.address.encode(encoding), options))
+        result = await conn.transaction(env.mail_from.encode(encoding), mail_options, commands, payload)
+        self._record(result, rcpts, target)
+
+    def _record(self, result: TransactionResult, rcpts: list[Recipient], target: Target) -> None:
+        if result.mail.code != 250:
+            for r in rcpts:
+                _outcome(r, result.mail.code, result.mail.message, target)
+            return
+        accepted = []
+        for r, reply in zip(rcpts, result.rcpts):
+            if reply is not None and reply.code in (250, 251):
                 accepted.append(r)
-            except aiosmtplib.SMTPResponseException as e:
-                self._one(r, e.code, e.message, target)
-        if not accepted:
-            await _rset(conn)
+            elif reply is not None:
+                _outcome(r, reply.code, reply.message, target)
+        data = result.data
+        if data is None:
             return
-        try:
-            response = await conn.data(content)
-        except aiosmtplib.SMTPResponseException as e:
-            self._all(accepted, e.code, e.message, target)
+        if data.code != 250:
+            for r in accepted:
+                _outcome(r, data.code, data.message, target)
             return
+        text = f"{data.code} {' '.join(data.message.split())}"
         for r in accepted:
-            r.status, r.remote_mta, r.last_error = "delivered", target.host, f"{response.code} {response.message}"
-            self.metrics.deliveries.labels("delivered").inc()
-        log.info("delivered", extra={"queue_id": env.id, "host": target.host, "recipients": len(accepted)})
-
-    def _one(self, r: Recipient, code: int, message: str, target: Target) -> None:
-        r.remote_mta = target.host
-        r.last_error = f"{code} {' '.join(message.split())}"
-        if 500 <= code < 600:
-            r.status = "failed"
-
-    def _all(self, rcpts: list[Recipient], code: int, message: str, target: Target) -> None:
-        for r in rcpts:
-            self._one(r, code, message, target)
+            r.status, r.remote_mta, r.last_error = "delivered", target.host, text
+        self._delivered.inc(len(accepted))
 
     # -- after an attempt --------------------------------------------------------------------
 
-    async def _settle(self, env: Envelope, content: bytes, before: dict[str, str]) -> None:
+    async def _settle(self, q: Queued, content: bytes, before: dict[str, str]) -> None:
+        env = q.env
         now = self.clock()
         env.attempts += 1
-        if env.pending:
+        pending = env.pending
+        if pending:
             nxt = retry.next_retry_at(env.attempts, now, env.received_at, self.config.retry_first,
                                       self.config.retry_max, self.config.max_queue_lifetime)
             if nxt is None:
                 days = self.config.max_queue_lifetime / 86400
-                for r in env.pending:
+                for r in pending:
                     r.status = "failed"
                     r.last_error = f"{r.last_error or '451 4.4.7'} (gave up after {days:g} days in the queue)"
+                pending = []
             else:
                 env.next_try = nxt
-                env.last_error = env.pending[0].last_error
-                self.metrics.deliveries.labels("deferred").inc(len(env.pending))
+                env.last_error = pending[0].last_error
+                self._deferred.inc(len(pending))
                 if now - env.received_at >= self.config.delay_warning:
                     late = [r for r in recipients_to_report(env, "delayed")
                             if r.status == "pending" and not r.delay_warned]
@@ -338,18 +509,32 @@ class DeliveryWorker:
                         await self._report(env, content, late, "delayed")
                         for r in late:
                             r.delay_warned = True
-        newly = {s: [r for r in env.recipients if r.status == s and before.get(r.address) != s]
-                 for s in ("failed", "delivered")}
-        self.metrics.deliveries.labels("failed").inc(len(newly["failed"]))
-        for action, status in (("failed", "failed"), ("delivered", "delivered")):
-            report = [r for r in recipients_to_report(env, action) if r in newly[status]]
-            if report:
-                await self._report(env, content, report, action)
-        if env.pending:
-            await self.spool.save(env)
+        failed = [r for r in env.recipients if r.status == "failed" and before.get(r.address) != "failed"]
+        if failed:
+            self._failed.inc(len(failed))
+        if env.mail_from and not env.is_bounce and (failed or any(r.notify for r in env.recipients)):
+            delivered = [r for r in env.recipients if r.status == "delivered" and before.get(r.address) != "delivered"]
+            for action, newly in (("failed", failed), ("delivered", delivered)):
+                report = [r for r in recipients_to_report(env, action) if r in newly] if newly else []
+                if report:
+                    await self._report(env, content, report, action)
+        if self._messages.get(env.id) is not q:
+            return  # deleted with the queue CLI during the attempt
+        if pending:
+            try:
+                await self.spool.save(env)
+            except SpoolError:
+                log.exception("could not save delivery state; retrying from the previous one",
+                              extra={"queue_id": env.id})
+            q.stamp = _stamp(f"{self.spool.queue}/{env.id}.env")
+            log.info("message deferred", extra={"queue_id": env.id, "attempts": env.attempts,
+                                                "recipients": len(pending), "error": env.last_error})
+            self._schedule(q)
         else:
-            await self.spool.remove(env.id)
-            log.info("message done", extra={"queue_id": env.id, "attempts": env.attempts})
+            self._finish(q)
+            log.info("message done", extra={"queue_id": env.id, "attempts": env.attempts,
+                                            "delivered": sum(r.status == "delivered" for r in env.recipients),
+                                            "failed": sum(r.status == "failed" for r in env.recipients)})
 
     async def _report(self, env: Envelope, content: bytes, rcpts: list[Recipient], action: str) -> None:
         if not env.mail_from or env.is_bounce:
@@ -363,19 +548,17 @@ class DeliveryWorker:
             log.exception("could not queue a delivery report", extra={"queue_id": env.id})
             return
         log.info("delivery report queued", extra={"queue_id": env.id, "report_id": report.id, "action": action})
-        self.wake()
+        self.notify(report.id, report, data)
 
 
-async def _rset(conn: aiosmtplib.SMTP) -> None:
-    try:
-        await conn.rset()
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        conn.close()
+def _outcome(r: Recipient, code: int, message: str, target: Target) -> None:
+    r.remote_mta = target.host
+    r.last_error = f"{code} {' '.join(message.split())}"
+    if 500 <= code < 600:
+        r.status = "failed"
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
         return True
