@@ -665,6 +665,9 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
         # not keep up) or at the load generator's (it did not).
         "janus_socket_drops_per_s": (after.janus_socket_drops - before.janus_socket_drops) / elapsed,
         "load_generator_socket_drops_per_s": (after.load_socket_drops - before.load_socket_drops) / elapsed,
+        # Janus forwarded everything at full frame rate and dropped nothing at its sockets.
+        "janus_kept_up": (after.janus_socket_drops == before.janus_socket_drops
+                          and forwarded / elapsed >= 0.97 * (video_streams * fixture.video_packets_per_s + audio_streams / AUDIO_FRAME_S)),
         # The load generator's own CPU: near 1.0 means it, not Janus, limits the rate.
         "load_generator_cpu_cores": (after.load_cpu - before.load_cpu) / elapsed,
     }
