@@ -644,6 +644,7 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
     forwarded = after.received - before.received
     video_streams = sum(len(s.video_feeds) for s in subscribers)
     audio_streams = sum(len(s.audio_feeds) for s in subscribers)
+    expected = video_streams * fixture.video_packets_per_s + audio_streams / AUDIO_FRAME_S
     return {
         "sites": sites,
         "publishers": n_publishers,
@@ -654,7 +655,7 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
         "cpu_cores": (after.janus_cpu - before.janus_cpu) / elapsed,
         "cpu_us_per_packet": (after.janus_cpu - before.janus_cpu) / max(1, forwarded) * 1e6,
         "forwarded_packets_per_s": forwarded / elapsed,
-        "expected_packets_per_s": video_streams * fixture.video_packets_per_s + audio_streams / AUDIO_FRAME_S,
+        "expected_packets_per_s": expected,
         "received_fps_per_video_stream": (after.video_frames - before.video_frames) / elapsed / max(1, video_streams),
         # Where packets go missing, if they do: published by the load generator, dropped before
         # sending (socket backlog), failed SRTP checks at subscribers.
@@ -666,8 +667,7 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
         "janus_socket_drops_per_s": (after.janus_socket_drops - before.janus_socket_drops) / elapsed,
         "load_generator_socket_drops_per_s": (after.load_socket_drops - before.load_socket_drops) / elapsed,
         # Janus forwarded everything at full frame rate and dropped nothing at its sockets.
-        "janus_kept_up": (after.janus_socket_drops == before.janus_socket_drops
-                          and forwarded / elapsed >= 0.97 * (video_streams * fixture.video_packets_per_s + audio_streams / AUDIO_FRAME_S)),
+        "janus_kept_up": after.janus_socket_drops == before.janus_socket_drops and forwarded / elapsed >= 0.97 * expected,
         # The load generator's own CPU: near 1.0 means it, not Janus, limits the rate.
         "load_generator_cpu_cores": (after.load_cpu - before.load_cpu) / elapsed,
     }
