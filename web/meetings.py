@@ -165,7 +165,9 @@ def parse_meeting(body: dict[str, Any], tz: zoneinfo.ZoneInfo, units: list[Unit]
         rrule = _parse_recurrence(body["recurrence"], tz)
     else:
         rrule = previous.rrule if previous else ""
-    if rrule and too_many_occurrences(start, Recurrence.parse(rrule, tz), tz):
+    # Checked when the rule or the start changes (an old series is not refused a title edit).
+    if (rrule and (previous is None or {"recurrence", "start"} & set(body))
+            and too_many_occurrences(start, Recurrence.parse(rrule, tz), tz)):
         raise ApiError(400, "bad_meeting", "meetings.too_many", n=MAX_OCCURRENCES)
     return MeetingInput(title, agenda, start, end, str(chair), sites, pin, rrule)
 

@@ -42,6 +42,10 @@ async def test_a_daily_meeting_from_22_00_to_01_30(running: Running) -> None:
         assert status == 200
         assert [(o["start"], o["days"]) for o in cal["occurrences"]] == [
             (f"{day[0]}T22:00", [day[0], day[1]]), (f"{day[1]}T22:00", [day[1], day[2]])]
+        status, cal = await api(s, "GET", f"/api/calendar?start={day[1]}&end={day[2]}&unit=so-dttg-hue")
+        assert (status, cal["occurrences"]) == (200, [])
+        status, cal = await api(s, "GET", f"/api/calendar?start={day[1]}&end={day[2]}&unit=so-dttg-lao-cai")
+        assert len(cal["occurrences"]) == 2
         # Week and month views: the event appears on each day it takes place.
         for view in ("week", "month"):
             async with s.get(f"/calendar?view={view}&date={day[0]}") as r:
@@ -52,6 +56,10 @@ async def test_a_daily_meeting_from_22_00_to_01_30(running: Running) -> None:
                 assert "đến 01:30 Họp trực ban đêm" in by_date[d] and "22:00 Họp trực ban đêm" in by_date[d]
             assert "đến 01:30 Họp trực ban đêm" in by_date[day[3]] and "22:00 Họp" not in by_date[day[3]]
             assert "Họp trực ban đêm" not in by_date.get(str(monday + dt.timedelta(days=4)), "")
+        async with s.get(f"/calendar?view=week&date={day[0]}&unit=so-dttg-hue") as r:
+            html = await r.text()
+        assert r.status == 200 and "&amp;unit=so-dttg-hue" in html  # the filter kept on prev/next
+        assert "Họp trực ban đêm" not in html
         # Lists and the detail page give the end with its own date.
         first = dt.datetime.combine(monday, dt.time(22, 0))
         shown = f"{format_datetime(first, 'vi')} – {format_datetime(first + dt.timedelta(hours=3, minutes=30), 'vi')}"
