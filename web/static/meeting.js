@@ -273,6 +273,8 @@
       if (entry.send === "thumb" && track) scaleThumb(tr, cam);
     }
     prepareSlotElements();
+    state.layout = layout;
+    state.transceiverKinds = transceivers.map((tr) => tr.receiver.track.kind);
     state.pcCreated = true;
     startStats();
     if (config.server_offers) return;  // the server sends an offer
@@ -345,6 +347,7 @@
     if (!pc) return;
     negotiating = false;
     await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    state.mids = transceivers.map((tr) => tr.mid);
     mapSlotsToTransceivers();
     for (const c of pendingCandidates.splice(0)) await addCandidate(c);
   }
@@ -606,7 +609,8 @@
     const me = state.me;
     const mainP = participant(state.mainSite);
     state.mainSiteName = mainP ? mainP.site_name : null;
-    // The SFU does not send a site its own picture: holding the floor, it sees itself said so.
+    // The SFU never sends a site its own picture: holding the floor, the site's main view shows
+    // another site (or nothing), and the page says that this site has the floor.
     const selfOnFloor = Boolean(me && state.floor === me.id && !mainP);
     state.mainView = mainP ? mainP.id : selfOnFloor ? me.id : null;
     $("tile-main").classList.toggle("self-floor", selfOnFloor);
@@ -621,10 +625,15 @@
       el.tile.classList.toggle("empty", !p);
       el.tile.classList.toggle("speaking", Boolean(p && p.id === state.speaker));
       el.tile.dataset.participant = p ? p.id : "";
-      if (slot === "screen") el.tile.hidden = !p;
+      // Only tiles with a picture take room (a phone has little): a gallery slot nobody feeds,
+      // the chair view on the chair's own page, the screen when nobody shares.
+      if (slot === "screen" || slot.startsWith("gallery-")) el.tile.hidden = !p;
+      if (slot === "chair") el.tile.hidden = !p && Boolean(me && me.role === "chair");
     }
     const floor = participant(state.floor);
-    $("floor-line").textContent = floor ? t("meeting.floor", { name: floor.site_name }) : t("meeting.no_floor");
+    $("floor-line").textContent = !floor ? t("meeting.no_floor")
+      : me && floor.id === me.id ? t("meeting.you_have_floor") : t("meeting.floor", { name: floor.site_name });
+    $("floor-line").classList.toggle("mine", Boolean(me && floor && floor.id === me.id));
     $("locked-badge").hidden = !state.locked;
     $("btn-lock").textContent = t(state.locked ? "meeting.unlock" : "meeting.lock");
     $("btn-take-floor").disabled = !state.floor;
