@@ -151,3 +151,26 @@ async def test_until_series_with_too_many_occurrences_is_refused(running: Runnin
         body = meeting_body(now_utc() + dt.timedelta(days=1), recurrence={"freq": "DAILY", "until": "2030-12-31"})
         status, err = await api(s, "POST", "/api/meetings", json=body)
         assert status == 400 and "tối đa 500" in err["error"]["message"]
+
+
+def test_days_touched_and_ranges_as_written() -> None:
+    from web.i18n import Translator
+    from web.meetings import days_touched
+    from web.recurrence import Occurrence
+
+    def occ(s: dt.datetime, e: dt.datetime) -> Occurrence:
+        return Occurrence(s, s.astimezone(dt.UTC), e.astimezone(dt.UTC))
+
+    eve = dt.datetime(2026, 11, 23, 22, 0, tzinfo=HCM)
+    midnight = dt.datetime(2026, 11, 24, 0, 0, tzinfo=HCM)
+    assert days_touched(occ(eve, midnight), HCM) == [dt.date(2026, 11, 23)]  # ends at midnight: one day
+    assert days_touched(occ(eve, midnight + dt.timedelta(minutes=1)), HCM) == [dt.date(2026, 11, 23),
+                                                                               dt.date(2026, 11, 24)]
+    assert days_touched(occ(eve - dt.timedelta(hours=21), eve + dt.timedelta(hours=1)), HCM) == [
+        dt.date(2026, 11, 23)]
+    vi, en = Translator("vi", "Asia/Ho_Chi_Minh"), Translator("en", "Asia/Ho_Chi_Minh")
+    assert vi.fmt_range(eve - dt.timedelta(hours=8), eve) == "Thứ Hai, 23/11/2026, 14:00 – 22:00"
+    assert vi.fmt_range(eve, midnight + dt.timedelta(hours=1, minutes=30)) == \
+        "Thứ Hai, 23/11/2026, 22:00 – Thứ Ba, 24/11/2026, 01:30"
+    assert en.fmt_range(eve, midnight + dt.timedelta(hours=1, minutes=30)) == \
+        "Monday, 23 November 2026, 22:00 – Tuesday, 24 November 2026, 01:30"
