@@ -4,11 +4,11 @@ No sockets here.  A publisher asks ``SiteReplay.due(now)`` for the packets whose
 come and hands them to its sender; a subscriber feeds every received RTP packet to
 ``ReceiveStats.record`` (or ``StreamStats.record``, per MID).
 
-Latency without any help from the SFU: the generator tags each packet it sends with a 4-byte
-index into its table of send times, carried as RTP padding (RFC 3550 section 5.1: P bit, the
-last padding octet is the padding length).  A forwarder rewrites the header and never touches
-the padding, so the subscriber reads the tag back (``packet_tag``) whatever SSRC, sequence
-number or timestamp the SFU gave the packet, and across slot switches.
+Latency without any help from the SFU: the generator appends to each packet's payload a 4-byte
+index into its table of send times (plus a magic).  A forwarder rewrites headers (and may drop
+extensions or RTP padding, as ours does) but forwards the payload's bytes, so the subscriber
+reads the tag back (``packet_tag``) whatever SSRC, sequence number or timestamp the SFU gave the
+packet, and across slot switches.  Nobody decodes in the benchmark, so the trailer costs nothing.
 
 Publishers answer keyframe requests like a browser would: ``keyframe_requests(rtcp)`` finds the
 SSRCs named by PLI/FIR in a compound RTCP packet and ``SiteReplay.request_keyframe(ssrc)`` makes
@@ -148,20 +148,22 @@ class SiteReplay:
         return sum(layer.keyframes_sent_on_request for layer in self.layers)
 
 
-# ---- latency tags (RTP padding) ----
+# ---- latency tags (payload trailer) ----
 
-TAG_MAGIC = b"LT\x00"
-TAG_PADDING = 8  # 4-byte tag + magic + the padding-length octet
+TAG_MAGIC = b"LTag"
+TAG_SIZE = 8  # 4-byte tag + magic
 
 
 def tag_packet(rtp: bytes, tag: int) -> bytes:
-    """``rtp`` (no padding yet) with an 8-octet RTP padding carrying ``tag`` (0..2**32-1)."""
-    return bytes((rtp[0] | 0x20,)) + rtp[1:] + tag.to_bytes(4, "big") + TAG_MAGIC + bytes((TAG_PADDING,))
+    """``rtp`` with 8 octets appended to its payload: ``tag`` (0..2**32-1) and a magic.  Nothing
+    on the path decodes media, so only the payload's end changes; the VP8 payload descriptor and
+    the start of the VP8/Opus data, which an SFU reads, stay as they were."""
+    return rtp + tag.to_bytes(4, "big") + TAG_MAGIC
 
 
 def packet_tag(rtp: bytes) -> int | None:
-    """The tag ``tag_packet`` put in, or None (no padding, or padding of someone else)."""
-    if not rtp[0] & 0x20 or len(rtp) < 12 + TAG_PADDING or rtp[-4:-1] != TAG_MAGIC or rtp[-1] != TAG_PADDING:
+    """The tag ``tag_packet`` appended, or None (an untagged packet)."""
+    if len(rtp) < 12 + TAG_SIZE or rtp[-4:] != TAG_MAGIC:
         return None
     return int.from_bytes(rtp[-8:-4], "big")
 

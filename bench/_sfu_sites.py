@@ -3,7 +3,7 @@
 Every site is one aiortc ``RTCPeerConnection`` driven through ``media.rtc_adapter.PacketPeer``
 (the same non-decoding receive hook and raw sender the SFU uses), so the generator costs
 little: it never encodes (the fixture is pre-encoded) and never decodes (it reads RTP headers
-and the latency tag in the padding).  Each site does what a browser page does: creates the
+and the latency tag at the payload's end).  Each site does what a browser page does: creates the
 transceivers of ``Participant.layout()`` in order, offers without candidates and trickles
 them, publishes Opus (with RFC 6464 levels), its full 640x360 camera layer and its 320x180
 thumbnail layer at real pace, answers PLI/FIR with a keyframe, and subscribes with the

@@ -13,7 +13,7 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   ``sfu_cpu_us_per_packet`` (SFU CPU per forwarded RTP packet, i.e. per packet received by a
   subscriber), ``forwarded_packets_per_s``, ``added_latency_ms_p50/p99`` (send-to-receive
   through the SFU minus a direct PacketPeer-to-PacketPeer loopback path, same run; packets
-  carry a tag in their RTP padding), and ``max_sites_one_core``: S stepped up (x1.5) then
+  carry a tag at the end of their payload), and ``max_sites_one_core``: S stepped up (x1.5) then
   bisected; a size holds when every subscribed video stream gets >= 95% of 30 fps, every
   audio slot >= 95% of 50 packets/s, and the SFU stays under 0.95 core.  The search stops
   where the measurement itself is the limit, and ``max_sites_limited_by`` says which: "load
