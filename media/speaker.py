@@ -36,12 +36,14 @@ K = TypeVar("K", bound=Hashable)
 
 
 class _Source:
-    __slots__ = ("loudness", "last", "muted")
+    __slots__ = ("loudness", "floor", "last", "muted", "fresh")
 
     def __init__(self, now: float) -> None:
         self.loudness = 0.0  # dB above silence: 127 - level
+        self.floor = 0.0     # noise floor estimate, same unit (used when noise_margin > 0)
         self.last = now
         self.muted = False
+        self.fresh = True    # no packet yet: the first one sets the level directly
 
 
 class SpeakerDetector(Generic[K]):
@@ -51,10 +53,15 @@ class SpeakerDetector(Generic[K]):
     smoothing time constants (s) for rising/falling levels; ``threshold``: -dBov a smoothed level
     must be louder than to count as speaking; ``margin``: dB a challenger must be louder by;
     ``use_vad``: treat packets whose RFC 6464 V bit is clear as silence (only when the senders
-    set it; browsers without the ``vad=on`` attribute leave it meaningless)."""
+    set it; browsers without the ``vad=on`` attribute leave it meaningless); ``noise_margin``:
+    when > 0, a source must also be this many dB above its own noise floor to count as
+    speaking (the floor follows the smoothed level down at once and up by ``floor_rise`` dB/s),
+    so a site with a steady fan or hum (noise suppression off) does not hold the main slot.
+    Off by default: steady synthetic test levels would look like noise."""
 
     def __init__(self, *, hold: float = 1.5, attack: float = 0.05, release: float = 0.4,
-                 threshold: int = 60, margin: float = 3.0, use_vad: bool = False) -> None:
+                 threshold: int = 60, margin: float = 3.0, use_vad: bool = False,
+                 noise_margin: float = 0.0, floor_rise: float = 2.0) -> None:
         if hold < 0 or attack <= 0 or release <= 0:
             raise ValueError("hold must be >= 0, attack and release > 0")
         self.hold = hold
@@ -63,6 +70,8 @@ class SpeakerDetector(Generic[K]):
         self.threshold = threshold
         self.margin = margin
         self.use_vad = use_vad
+        self.noise_margin = noise_margin
+        self.floor_rise = floor_rise
         self._sources: dict[K, _Source] = {}
         self._speaker: K | None = None
         self._challenger: K | None = None
@@ -79,12 +88,20 @@ class SpeakerDetector(Generic[K]):
         if s is None:
             s = self._sources[source] = _Source(now)
         target = 0.0 if (self.use_vad and not voice) else float(SILENCE - min(max(level, 0), SILENCE))
+        if s.fresh:
+            s.fresh = False
+            s.loudness = s.floor = target
+            s.last = now
+            return
         dt = now - s.last
         if dt <= 0:
             dt = 0.02  # same-instant or reordered packets: one frame's worth
         tau = self.attack if target > s.loudness else self.release
         # dt / (tau + dt): first-order 1 - exp(-dt / tau), without exp on the per-packet path
-        s.loudness += (target - s.loudness) * dt / (tau + dt)
+        loud = s.loudness + (target - s.loudness) * dt / (tau + dt)
+        s.loudness = loud
+        if self.noise_margin:
+            s.floor = loud if loud < s.floor else s.floor + self.floor_rise * dt
         if now > s.last:
             s.last = now
 
@@ -118,12 +135,13 @@ class SpeakerDetector(Generic[K]):
 
     def _active(self, now: float, exclude: Collection[K] = ()) -> list[tuple[float, K]]:
         floor = SILENCE - self.threshold
+        noise_margin = self.noise_margin
         out = []
         for k, s in self._sources.items():
             if s.muted or k in exclude:
                 continue
             loud = self._loudness(s, now)
-            if loud > floor:
+            if loud > floor and (not noise_margin or loud - s.floor >= noise_margin):
                 out.append((loud, k))
         return out
 

@@ -167,3 +167,50 @@ def test_stable_assignment_only_counts_the_first_slots_wanted() -> None:
     assert stable_assignment(["a", None], ["z", "y", "a"]) == ["z", "y"]
     assert stable_assignment(["a", "b"], ["a", "a", "c"]) == ["a", "c"]  # duplicates count once
     assert stable_assignment([], ["a"]) == []
+
+
+def speech(t: float, loud: int = 25) -> int:
+    """Speech-like level: syllables with short pauses (every 0.3 s, 0.1 s at silence level)."""
+    return 127 if (t % 0.3) < 0.1 else loud
+
+
+def feed_fn(det: SpeakerDetector[str], levels: dict[str, object], start: float, seconds: float) -> list[str | None]:
+    speakers = []
+    for i in range(1, round(seconds / FRAME) + 1):
+        now = start + i * FRAME
+        for src, level in levels.items():
+            lvl = level(now) if callable(level) else level
+            assert isinstance(lvl, int)
+            det.update(src, lvl, lvl < 127, now)
+        if i % 5 == 0:
+            det.tick(now)
+            speakers.append(det.speaker)
+    return speakers
+
+
+def test_first_packet_sets_the_level_directly() -> None:
+    det: SpeakerDetector[str] = SpeakerDetector()
+    det.update("a", 20, True, 5.0)
+    assert det.level("a", 5.0) == 20
+
+
+def test_noise_margin_ignores_a_steady_noisy_site() -> None:
+    det: SpeakerDetector[str] = SpeakerDetector(hold=1.0, noise_margin=6.0)
+    speakers = feed_fn(det, {"fan": 45, "talker": lambda t: speech(t, 40)}, 0.0, 10.0)
+    assert det.speaker == "talker"
+    assert "fan" not in speakers
+    assert det.loudest(3, 10.0) == ["talker"]
+
+
+def test_without_noise_margin_a_steady_loud_site_wins() -> None:
+    det: SpeakerDetector[str] = SpeakerDetector(hold=1.0)
+    feed_fn(det, {"fan": 35, "talker": lambda t: speech(t, 40)}, 0.0, 10.0)
+    assert det.speaker == "fan"
+
+
+def test_noise_floor_follows_a_site_that_starts_talking() -> None:
+    det: SpeakerDetector[str] = SpeakerDetector(hold=1.0, noise_margin=6.0)
+    feed_fn(det, {"room": 50}, 0.0, 5.0)                        # hum only (louder than threshold)
+    assert det.speaker is None
+    feed_fn(det, {"room": lambda t: speech(t, 25)}, 5.0, 3.0)   # someone talks in that room
+    assert det.speaker == "room"
