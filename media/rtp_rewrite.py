@@ -406,7 +406,7 @@ class SlotRewriter:
         seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(buf, 2)
         if self._resync or ssrc != self._source_ssrc:
             self._anchor(seq, ts, ssrc, now)
-        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_seq: int = (seq + self._seq_offset) & 0xFFFF
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
         if ((out_seq - self._last_seq) & 0xFFFF) < 0x8000:
             self._last_seq = out_seq

@@ -216,8 +216,8 @@ def test_source_wraps_its_own_seq_and_ts_within_an_epoch() -> None:
 
 def test_many_switches_stay_continuous() -> None:
     r = SlotRewriter(out_ssrc=9, ts_gap=960, clock_rate=48000)
-    expected_seq = None
-    last_ts = None
+    expected_seq: int | None = None
+    last_ts = 0
     for k in range(10):
         r.switch()
         base_seq, base_ts = (k * 7919) & 0xFFFF, (k * 0x9E3779B9) & 0xFFFFFFFF
