@@ -2,8 +2,10 @@
 passed in (seconds, any monotonic clock), no clock is read here.
 
 RFC 6464 levels are -dBov: 0 is the loudest, 127 silence.  Each source keeps a smoothed level
-(fast attack, slower release, both exponential in real time, so sources that stop sending fade
-to silence).  A source is *active* when its smoothed level is louder than ``threshold``.  The
+(its first packet sets it; then fast attack, slower release, first-order filters in real time;
+a source that stops sending fades to silence).  A source is *active* when its smoothed level is
+louder than ``threshold`` (and, with ``noise_margin`` > 0, that many dB above its own noise
+floor, so a steady hum does not count as speech).  The
 dominant speaker changes only when another active source has been louder than it by ``margin``
 dB on every ``tick`` for ``hold`` seconds, so the main slot does not flap on a cough; a muted or
 removed speaker is replaced at the next tick.
