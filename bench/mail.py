@@ -215,7 +215,7 @@ maillog_file_prefixes = {self.dir}
 class OurServer(Server):
     name = "ours"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, workers: int | None = None) -> None:
         self.state = root / "lienthong"
         self.state.mkdir()
         self.port = free_port()
@@ -243,7 +243,7 @@ rate_messages_per_minute = 1000000
 remote_smtp_port = 25
 per_destination_concurrency = 20
 total_concurrency = 50
-""")
+""" + ("" if workers is None else f"workers = {workers}\n"))
         self.cli = [sys.executable, "-m", "lienthong", "--log-level", "warning"] if False else [
             sys.executable, "-m", "lienthong"]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, help="messages per run")
     ap.add_argument("--repeats", type=int, help="runs per server and case")
     ap.add_argument("--no-postfix", action="store_true")
+    ap.add_argument("--workers", type=int, help="our mail.workers (default: the config default)")
     args = ap.parse_args(argv)
     if args.quick:
         cases = [("5k", 20), ("100k", 20), ("5k", 1)]
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = SinkProcess()
     try:
         try:
-            servers.append(OurServer(root))
+            servers.append(OurServer(root, args.workers))
             servers[-1].set_next_hop(sink.port)
         except Exception as exc:  # reported, not raised: the Postfix half still runs
             notes.append(f"ours: {exc}")
@@ -441,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         "params": {"quick": args.quick, "messages": messages, "repeats": repeats,
                    "client": "smtp-source", "sink": "bench._mail_sink (asyncio, bulk DATA, discards)",
                    "ours_path": "MX listener, hosted domain with next hop = sink",
-                   "postfix_path": "smtpd relay for mynetworks, relayhost = sink"},
+                   "postfix_path": "smtpd relay for mynetworks, relayhost = sink",
+                   "ours_workers": args.workers},
         "notes": notes,
     }
     print(json.dumps(out), flush=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
+import os
 import ssl
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,19 +33,24 @@ class MailService:
     name = "mail"
 
     def __init__(self, config: Config, store: Store, ssl_context: ssl.SSLContext | None,
-                 registry: CollectorRegistry):
+                 registry: CollectorRegistry, *, role: str = "primary", listen_ports: dict[str, int] | None = None):
+        """``role="worker"`` and ``listen_ports`` are for mail.workers' child processes only."""
         from mail.directory import Directory
         from mail.metrics import MailMetrics
         from mail.spool import Spool
 
+        assert role in ("primary", "worker")
         self.config = config
         self.cfg = config.mail
         self.store = store
         self.ssl_context = ssl_context
+        self.role = role
+        self.listen_ports = listen_ports or {}
         self.metrics = MailMetrics(registry)
         self.spool = Spool(config.state_file(self.cfg.spool_dir))
         self.directory = Directory()
         self.worker: Any = None
+        self.accept_workers: Any = None
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.ports: dict[str, int] = {}
         self._refresh: asyncio.Task[None] | None = None
@@ -59,37 +66,65 @@ class MailService:
             except Exception:
                 log.exception("reloading agencies and accounts failed; keeping the previous ones")
 
-    async def start(self) -> None:
-        from mail import policy
+    def _make_delivery(self) -> Any:
+        """This process's DeliveryWorker, or None in a child whose deliveries the primary makes."""
         from mail.delivery import DeliveryWorker
         from mail.dkim_sign import DkimSigner
         from mail.dns import MxResolver, make_resolver
+
+        extra: dict[str, Any] = {}
+        if self.role == "worker":
+            if "scans_spool" not in inspect.signature(DeliveryWorker).parameters:
+                return None
+            extra["scans_spool"] = False  # only the primary scans the spool (retries, start-up)
+        return DeliveryWorker(self.cfg, self.spool, self.directory, MxResolver(make_resolver(self.cfg.dns_servers)),
+                              self.metrics, DkimSigner(self.config.state_path / "dkim", self.cfg.dkim_selector),
+                              **extra)
+
+    def _hand_off(self) -> Callable[[Any, tuple[bytes, ...]], None]:
+        """What the handlers call once a message is durably queued: the fastest hand-off to
+        delivery this process has."""
+        worker = self.worker
+        if worker is None:  # a child without delivery: the primary's worker takes the id
+            def to_primary(envelope: Any, parts: tuple[bytes, ...]) -> None:
+                os.write(1, f"Q {envelope.id}\n".encode())
+            return to_primary
+        notify = getattr(worker, "notify", None)
+        if notify is None:
+            return lambda envelope, parts: worker.wake()
+        if len(inspect.signature(notify).parameters) >= 3:
+            return lambda envelope, parts: notify(envelope.id, envelope, parts)
+        return lambda envelope, parts: notify(envelope.id, envelope)
+
+    def _queued_in_child(self, queue_id: str) -> None:
+        notify = getattr(self.worker, "notify", None)
+        if notify is None:
+            self.worker.wake()
+        else:
+            notify(queue_id, self.spool.load(queue_id))
+
+    async def start(self) -> None:
+        from mail import policy
         from mail.handler import RelayHandler
         from mail.smtp_server import RelaySMTP, make_authenticator, start_listener
 
-        removed = self.spool.open()
-        if removed:
-            log.warning("removed half-written spool files left by a crash", extra={"files": len(removed)})
+        if self.role == "primary":
+            removed = self.spool.open()
+            if removed:
+                log.warning("removed half-written spool files left by a crash", extra={"files": len(removed)})
+        else:
+            self.spool.open(clean=False)
         await self.reload_directory()
         self._refresh = asyncio.create_task(self._refresh_loop(), name="mail-directory-refresh")
-        self.worker = DeliveryWorker(self.cfg, self.spool, self.directory, MxResolver(make_resolver(self.cfg.dns_servers)),
-                                     self.metrics, DkimSigner(self.config.state_path / "dkim", self.cfg.dkim_selector))
-        await self.worker.start()
+        self.worker = self._make_delivery()
+        if self.worker is not None:
+            await self.worker.start()
         rate = policy.RateLimiter(self.cfg.rate_messages_per_minute, 60.0)
         throttle = policy.FailureThrottle(self.cfg.auth_fail_limit, self.cfg.auth_fail_window)
         common = dict(hostname=self.cfg.hostname, ident="Lien thong relay", enable_SMTPUTF8=True,
                       data_size_limit=self.cfg.max_message_size, throttle=throttle, metrics=self.metrics,
                       timeout=300)
-
-        worker = self.worker
-        notify = getattr(worker, "notify", None)
-
-        def on_queued(envelope: Any) -> None:
-            # The delivery side's O(1) hand-off when it has one, else a wake-up and a rescan.
-            if notify is not None:
-                notify(envelope.id, envelope)
-            else:
-                worker.wake()
+        on_queued = self._hand_off()
 
         def handler(mode: str) -> RelayHandler:
             return RelayHandler(mode, self.directory, self.spool, self.cfg.hostname, self.metrics, rate,
@@ -110,12 +145,20 @@ class MailService:
         if self.cfg.mx_listen:
             plans.append(("mx", self.cfg.mx_listen, lambda: RelaySMTP(
                 mx, tls_context=self.ssl_context, auth_exclude_mechanism=["LOGIN", "PLAIN"], **common), None))
+        shared = self.cfg.accept_processes() > 1
         try:
             for name, listen, factory, server_ssl in plans:
-                server = await start_listener(listen, factory, server_ssl)
+                server = await start_listener(listen, factory, server_ssl, reuse_port=shared,
+                                              port=self.listen_ports.get(name))
                 self.servers[name] = server
                 self.ports[name] = server.sockets[0].getsockname()[1]
                 log.info("mail listener started", extra={"listener": name, "port": self.ports[name]})
+            if shared and self.role == "primary":
+                from mail.workers import AcceptWorkers
+
+                self.accept_workers = AcceptWorkers(self.config, dict(self.ports), self.cfg.accept_processes() - 1,
+                                                    self._queued_in_child)
+                await self.accept_workers.start()
         except BaseException:
             await self.stop(5)
             raise
@@ -123,6 +166,9 @@ class MailService:
     async def stop(self, timeout: float) -> None:
         for server in self.servers.values():
             server.close()
+        if self.accept_workers is not None:
+            await self.accept_workers.stop(timeout)
+            self.accept_workers = None
         for server in self.servers.values():
             try:
                 await asyncio.wait_for(server.wait_closed(), timeout)

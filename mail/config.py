@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,11 @@ class MailConfig:
     submission_listen: str = "127.0.0.1:2587"
     smtps_listen: str = "127.0.0.1:2465"
     mx_listen: str = "127.0.0.1:2525"
+    # SMTP accept processes sharing the listening ports (SO_REUSEPORT) and the spool.  1: the
+    # listeners run in the main process only.  N > 1: N-1 child processes accept too, so
+    # accepting uses more than one core; rate limits and failed-AUTH throttling then count
+    # per process, and /metrics shows the main process's share.  0: one per CPU core.
+    workers: int = 1
     # Spool folder, relative to the state dir unless absolute.
     spool_dir: str = "spool"
     # DNS servers as "host" or "host:port" (empty: the system's resolv.conf).
@@ -52,6 +58,10 @@ class MailConfig:
     # Address bounces come from.
     postmaster: str = "postmaster@localhost"
 
+    def accept_processes(self) -> int:
+        """``workers`` with 0 resolved to the number of CPU cores."""
+        return self.workers or os.cpu_count() or 1
+
     def validate(self) -> list[tuple[str, str]]:
         problems = []
         for key in ("submission_listen", "smtps_listen", "mx_listen"):
@@ -61,6 +71,8 @@ class MailConfig:
         for i, s in enumerate(self.dns_servers):
             if not s:
                 problems.append((f"dns_servers[{i}]", '"host" or "host:port"'))
+        if self.workers < 0 or self.workers > 64:
+            problems.append(("workers", "0 (one per CPU core) or a number of processes from 1 to 64"))
         if self.max_message_size < 1024:
             problems.append(("max_message_size", "at least 1024 bytes"))
         for key in ("rate_messages_per_minute", "max_recipients", "auth_fail_limit",

@@ -47,11 +47,11 @@ def _state(envelope: SmtpEnvelope) -> MessageState:
 class RelayHandler:
     def __init__(self, mode: str, directory: Directory, spool: Spool, hostname: str, metrics: MailMetrics,
                  rate: policy.RateLimiter, max_recipients: int,
-                 on_queued: Callable[[Envelope], None] = lambda envelope: None):
+                 on_queued: Callable[[Envelope, tuple[bytes, ...]], None] = lambda envelope, parts: None):
         assert mode in ("submission", "mx")
         self.mode, self.directory, self.spool, self.hostname = mode, directory, spool, hostname
         self.metrics, self.rate, self.max_recipients = metrics, rate, max_recipients
-        self.on_queued = on_queued  # told of each message once it is durably queued
+        self.on_queued = on_queued  # told of each message (envelope, content parts) once durably queued
         self._accepted = metrics.accepted.labels(mode)
         self._rejected_spool = metrics.rejected.labels("spool_error")
         self._date: tuple[int, str] = (0, "")
@@ -146,9 +146,9 @@ class RelayHandler:
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             agency=account.agency if account else "", account=account.username if account else "",
             client=str(session.peer[0]) if session.peer else "", inbound=self.mode == "mx")
-        received = self._received(session, queued.id, account is not None, envelope)
+        parts = (self._received(session, queued.id, account is not None, envelope), content)
         try:
-            await self.spool.commit_parts(queued, (received, content))
+            await self.spool.commit_parts(queued, parts)
         except SpoolError as e:
             log.error("spool refused a message", extra={"error": str(e), "client": queued.client})
             self._rejected_spool.inc()
@@ -156,9 +156,9 @@ class RelayHandler:
         if account is not None:
             self.rate.record(account.username)
         self._accepted.inc()
-        self.on_queued(queued)
+        self.on_queued(queued, parts)
         log.info("message accepted", extra={"queue_id": queued.id, "mode": self.mode, "agency": queued.agency,
-                                            "recipients": len(recipients), "size": len(received) + len(content)})
+                                            "recipients": len(recipients), "size": len(parts[0]) + len(content)})
         return f"250 2.0.0 Queued as {queued.id}"
 
     def _received(self, session: Session, queue_id: str, authenticated: bool, envelope: SmtpEnvelope) -> bytes:

@@ -334,7 +334,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def start_listener(listen: str, factory: Any, ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
-    host, port = parse_listen(listen)
+async def start_listener(listen: str, factory: Any, ssl_context: ssl.SSLContext | None = None, *,
+                         reuse_port: bool = False, port: int | None = None) -> asyncio.Server:
+    """Listen on ``listen`` ("host:port"); ``port`` overrides its port (accept workers bind
+    the primary's actual port, which may have been 0 in the config); ``reuse_port``: several
+    processes listen on it and the kernel spreads connections among them."""
+    host, configured = parse_listen(listen)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(factory, host, port, ssl=ssl_context)
+    return await loop.create_server(factory, host, configured if port is None else port, ssl=ssl_context,
+                                    reuse_port=reuse_port or None)

@@ -132,11 +132,16 @@ class Spool:
         self._counter_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
-    def open(self) -> list[str]:
-        """Create the folders, clean up what a crash left half-written; returns what was removed."""
+    def open(self, clean: bool = True) -> list[str]:
+        """Create the folders, clean up what a crash left half-written; returns what was removed.
+
+        ``clean=False`` in a process that shares the spool with a running one (mail.workers):
+        there a tmp/ file may be another process's commit in progress."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.queue.mkdir(parents=True, exist_ok=True)
-        removed = []
+        removed: list[str] = []
+        if not clean:
+            return removed
         for p in self.tmp.iterdir():
             p.unlink(missing_ok=True)
             removed.append(p.name)
@@ -229,12 +234,22 @@ class Spool:
         except OSError as e:
             raise SpoolError(f"{e.strerror or e}") from e
 
-    def _remove_now(self, queue_id: str) -> None:
-        for suffix in (".msg", ".env"):
-            try:
-                os.unlink(f"{self.queue}/{queue_id}{suffix}")
-            except FileNotFoundError:
-                pass
+    async def remove_many(self, queue_ids: Sequence[str]) -> None:
+        """``remove`` for a batch: one thread hop and one shared queue/ fsync for all."""
+        if not queue_ids:
+            return
+        try:
+            await self._run(self._remove_now, *queue_ids)
+        except OSError as e:
+            raise SpoolError(f"{e.strerror or e}") from e
+
+    def _remove_now(self, *queue_ids: str) -> None:
+        for queue_id in queue_ids:
+            for suffix in (".msg", ".env"):
+                try:
+                    os.unlink(f"{self.queue}/{queue_id}{suffix}")
+                except FileNotFoundError:
+                    pass
         self._sync_queue_dir_now()
 
     def _sync_queue_dir_now(self) -> None:

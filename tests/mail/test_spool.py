@@ -61,6 +61,24 @@ async def test_remove_forgets_both_files(tmp_path: Path) -> None:
     assert list(spool.queue.iterdir()) == []
 
 
+async def test_remove_many_forgets_a_batch(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    ids = [await spool.commit(_envelope(), f"m{i}\r\n".encode()) for i in range(5)]
+    env = spool.load(ids[0])
+    env.attempts = 1
+    await spool.save(env)
+    await spool.remove_many(ids[:3] + ["not-there"])
+    assert spool.ids() == sorted(ids[3:])
+    assert sorted(p.name for p in spool.queue.iterdir()) == sorted(f"{i}.msg" for i in ids[3:])
+
+
+async def test_commit_parts_are_written_in_order(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    qid = await spool.commit_parts(_envelope(), (b"Received: x\r\n", b"", b"Subject: y\r\n\r\nz\r\n"))
+    assert spool.content(qid) == b"Received: x\r\nSubject: y\r\n\r\nz\r\n"
+    assert (spool.queue / f"{qid}.msg").read_bytes().startswith(MAGIC + b"{")
+
+
 async def test_concurrent_commits_all_land(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     ids = await asyncio.gather(*(spool.commit(_envelope(), f"m{i}\r\n".encode()) for i in range(50)))

@@ -1,0 +1,147 @@
+"""Accept worker processes: more than one core for the SMTP listeners (``mail.workers``).
+
+Python runs one event loop on one core; Postfix spreads a relay over many processes.  With
+``workers = N > 1`` the primary MailService (in ``lienthong serve``) opens and cleans the
+spool, binds its listeners with SO_REUSEPORT and starts N-1 children
+(``python -m mail.workers``).  Each child binds the same ports with SO_REUSEPORT (the kernel
+spreads new connections over all N sockets) and runs a MailService in the "worker" role:
+the same handlers, spool and directory (loaded from the same store), but it never cleans
+the spool (another process's tmp/ file may be a commit in progress), and it exports no
+metrics of its own.
+
+Delivery of what a child accepted: when DeliveryWorker takes ``scans_spool`` the child runs
+its own worker with ``scans_spool=False`` and delivers what it accepted (notify); only the
+primary scans the spool for retries.  Otherwise the child writes each queue id to the
+primary on its stdout pipe, and the primary's worker takes it from there.
+
+The primary talks to a child over two pipes: on stdin, the child's settings (a pickled
+``(Config, ports, log level)``, length-prefixed), then nothing: EOF on stdin (the primary
+stopping, or dying even by ``kill -9``) makes the child stop.  On stdout the child says
+``READY`` once listening, then ``Q <id>`` per accepted message when it has no delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lienthong.config import Config
+
+log = logging.getLogger("mail.workers")
+
+START_TIMEOUT = 60.0
+
+
+class AcceptWorkers:
+    """The primary's handle on its child accept processes: start, relay their ids, stop."""
+
+    def __init__(self, config: Config, ports: dict[str, int], count: int, on_queued_id: Callable[[str], None]):
+        self.config, self.ports, self.count = config, ports, count
+        self.on_queued_id = on_queued_id
+        self.procs: list[asyncio.subprocess.Process] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        settings = pickle.dumps((self.config, self.ports, logging.getLogger().level))
+        for i in range(self.count):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mail.workers", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, env={**os.environ, "LIENTHONG_MAIL_WORKER": str(i + 1)})
+            self.procs.append(proc)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(struct.pack("!Q", len(settings)) + settings)
+            await proc.stdin.drain()
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+            if line.strip() != b"READY":
+                raise RuntimeError(f"mail accept worker {i + 1} did not start (exit code {proc.returncode}); see its log")
+            self._readers.append(asyncio.create_task(self._relay(proc.stdout), name=f"mail-worker-{i + 1}-ids"))
+            log.info("mail accept worker started", extra={"worker": i + 1, "pid": proc.pid})
+
+    async def _relay(self, stdout: asyncio.StreamReader) -> None:
+        while line := await stdout.readline():
+            if line.startswith(b"Q "):
+                try:
+                    self.on_queued_id(line[2:].strip().decode("ascii"))
+                except Exception:
+                    log.exception("handing an accepted message to delivery failed; the spool scan will find it")
+
+    async def stop(self, timeout: float) -> None:
+        """EOF on each child's stdin, wait for them to finish their sessions, kill stragglers."""
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout + 5)
+            except TimeoutError:
+                log.warning("mail accept worker did not stop in time; killing it", extra={"pid": proc.pid})
+                proc.kill()
+                await proc.wait()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        self.procs.clear()
+        self._readers.clear()
+
+
+# --- the child -------------------------------------------------------------------------------
+
+class _EofWatch(asyncio.Protocol):
+    def __init__(self, stop: asyncio.Event):
+        self.stop = stop
+
+    def eof_received(self) -> bool | None:
+        self.stop.set()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop.set()
+
+
+async def _serve_child(config: Config, ports: dict[str, int], stdin: Any) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from lienthong import tls
+    from lienthong.store import Store
+    from mail import MailService
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    transport, _ = await loop.connect_read_pipe(lambda: _EofWatch(stop), stdin)
+    store = Store(config.state_file(config.store.path))
+    await store.open()
+    service = MailService(config, store, tls.server_context(config), CollectorRegistry(), role="worker",
+                          listen_ports=ports)
+    try:
+        await service.start()
+        os.write(1, b"READY\n")
+        await stop.wait()
+    finally:
+        await service.stop(config.general.shutdown_timeout)
+        await store.close()
+        transport.close()
+    return 0
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the primary, which stops us
+    stdin = sys.stdin.buffer
+    (size,) = struct.unpack("!Q", stdin.read(8))
+    config, ports, level = pickle.loads(stdin.read(size))
+    from lienthong.logs import setup_logging
+
+    setup_logging(logging.getLevelName(level))
+    return asyncio.run(_serve_child(config, ports, stdin))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

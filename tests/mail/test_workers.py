@@ -1,0 +1,47 @@
+"""``mail.workers = 2``: a child process accepts on the same ports (SO_REUSEPORT) into the same
+spool; everything accepted by either process is delivered; the child stops with the service."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import aiosmtplib
+
+from tests.mail.conftest import mail_config, start_relay, stop_relay
+from tests.mail.sinks import Sink, free_port
+
+
+async def test_two_accept_processes_deliver_everything(tmp_path: Path) -> None:
+    sink_port = free_port()
+    sink = Sink("127.0.0.9", sink_port)
+    await sink.start()
+    relay = await start_relay(mail_config(tmp_path, workers=2), next_hop=f"127.0.0.9:{sink_port}")
+    try:
+        (child,) = relay.service.accept_workers.procs
+        assert child.returncode is None
+
+        async def send(i: int) -> None:
+            # One connection per message, as smtp-source does: the kernel spreads them.
+            await aiosmtplib.send(f"From: a@far.example\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode(),
+                                  sender="a@far.example", recipients=["vanthu@dttg.gov.vn"],
+                                  hostname="127.0.0.1", port=relay.port("mx"), start_tls=False)
+
+        await asyncio.gather(*(send(i) for i in range(40)))
+        messages = await sink.wait_messages(40)
+        subjects = {re.search(rb"Subject: (m\d+)", m.content).group(1) for m in messages}  # type: ignore[union-attr]
+        assert subjects == {f"m{i}".encode() for i in range(40)}
+    finally:
+        await stop_relay(relay)
+        await sink.stop()
+    assert child.returncode is not None  # stopped with the service
+
+
+def test_workers_zero_means_one_per_core(tmp_path: Path) -> None:
+    import os
+
+    cfg = mail_config(tmp_path, workers=0)
+    assert cfg.mail.accept_processes() == (os.cpu_count() or 1)
+    assert ("workers", "0 (one per CPU core) or a number of processes from 1 to 64") in \
+        mail_config(tmp_path, workers=-1).mail.validate()
