@@ -29,6 +29,9 @@ CHAIR, HA_NOI, LAO_CAI = "bo-dttg", "so-dttg-ha-noi", "so-dttg-lao-cai"
 # Far apart in RGB: a decoded picture is told apart by the nearest of them (VP8's colour
 # conversion moves a channel by up to ~40).
 COLOURS = {CHAIR: (220, 40, 40), HA_NOI: (40, 190, 60), LAO_CAI: (40, 80, 220)}
+SCREEN = "screen"  # a shared screen is yellow, whoever shares it
+SCREEN_COLOUR = (230, 200, 40)
+PAINTS = {**COLOURS, SCREEN: SCREEN_COLOUR}
 # The phone-sized site checks the page's layout on a 390x844 screen at the same time.
 VIEWPORTS = {CHAIR: (1280, 800), HA_NOI: (390, 844), LAO_CAI: (1280, 800)}
 # Deadlines, not expectations: a loaded 2-core machine can be slow to start three Chromium pages.
@@ -64,6 +67,21 @@ CAMERA_SCRIPT = """
       canvas.captureStream(15).getVideoTracks().forEach((t) => out.addTrack(t));
     }
     return out;
+  };
+  devices.getDisplayMedia = async () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 640; canvas.height = 360;
+    const ctx = canvas.getContext("2d");
+    let n = 0;
+    const draw = () => {
+      ctx.fillStyle = "rgb(%s)";
+      ctx.fillRect(0, 0, 640, 360);
+      ctx.fillStyle = "#000";
+      ctx.fillRect((n++ * 8) %% 600, 8, 24, 24);
+    };
+    draw();
+    setInterval(draw, 66);
+    return canvas.captureStream(15);
   };
 })();
 """
@@ -135,7 +153,7 @@ class Site:
 
     async def painted(self, video_id: str) -> str | None:
         """Whose camera (unit id, by colour) the <video> currently shows."""
-        return await self.page.evaluate(PAINTED_SITE_JS, [video_id, COLOURS])  # type: ignore[no-any-return]
+        return await self.page.evaluate(PAINTED_SITE_JS, [video_id, PAINTS])  # type: ignore[no-any-return]
 
     async def frames_grow(self, slot: str, by: int = 10) -> None:
         """The slot's video decoder keeps producing frames (getStats framesDecoded)."""
@@ -176,7 +194,8 @@ class Site:
 async def open_site(browser: Any, running: Running, created: dict[str, Any], unit: str) -> Site:
     width, height = VIEWPORTS[unit]
     context = await browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": height})
-    await context.add_init_script(CAMERA_SCRIPT % json.dumps(list(COLOURS[unit])))
+    await context.add_init_script(CAMERA_SCRIPT % (json.dumps(list(COLOURS[unit])),
+                                                   ",".join(map(str, SCREEN_COLOUR))))
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -218,6 +237,19 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                         await site.audio_from(other.id)
                 await site.until(SLOTS_PAINT_THEIR_SITES_JS, COLOURS)
 
+            # Lào Cai asks to speak: the chair sees it in its queue.  Hà Nội mutes its microphone:
+            # the others see it.
+            await lao_cai.page.click("#btn-hand")
+            await chair.until("(id) => window.lienthong.hands.length === 1 && window.lienthong.hands[0] === id",
+                              lao_cai.id)
+            lao_cai_name = await lao_cai.state("me.site_name")
+            assert lao_cai_name in await chair.page.inner_text("#hand-queue")
+            await ha_noi.page.click("#btn-mic")
+            for site in (chair, lao_cai):
+                await site.until("(id) => window.lienthong.participants.some((p) => p.id === id && p.audio === false)",
+                                 ha_noi.id)
+            assert "đã tắt micrô" in await chair.page.inner_text(f'#participants li[data-participant="{ha_noi.id}"] .flags')
+
             # The chair gives the floor to Lào Cai by clicking the control in its participant list.
             await chair.page.locator(
                 f'#participants li[data-participant="{lao_cai.id}"] button[data-action="give_floor"]').click()
@@ -225,11 +257,23 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                 await site.until("(id) => window.lienthong.floor === id && window.lienthong.mainSite === id", lao_cai.id)
                 await site.frames_grow("main")
                 # The picture itself switched (after the SFU's keyframe wait), not just the labels.
-                await site.until(f"(arg) => ({PAINTED_SITE_JS})(arg) === {json.dumps(LAO_CAI)}", ["video-main", COLOURS])
-                assert await site.page.inner_text("#tile-main .name") == await lao_cai.state("me.site_name")
+                await site.until(f"(arg) => ({PAINTED_SITE_JS})(arg) === {json.dumps(LAO_CAI)}", ["video-main", PAINTS])
+                assert await site.page.inner_text("#tile-main .name") == lao_cai_name
             # The site holding the floor is told so (the SFU never sends a site its own picture).
             await lao_cai.until("(id) => window.lienthong.floor === id && window.lienthong.mainSite !== id", lao_cai.id)
             assert await lao_cai.page.inner_text("#floor-line") == "Điểm cầu này đang phát biểu"
+            # Giving the floor answered the raised hand.
+            await chair.until("() => window.lienthong.hands.length === 0")
+
+            # The chair shares its screen: the track goes onto the screen transceiver (no new
+            # offer) and the other sites' screen view shows it.
+            await chair.page.click("#btn-share")
+            for site in (ha_noi, lao_cai):
+                await site.until("(id) => window.lienthong.slots.screen === id", chair.id)
+                await site.frames_grow("screen")
+                await site.until(f"(arg) => ({PAINTED_SITE_JS})(arg) === {json.dumps(SCREEN)}", ["video-screen", PAINTS])
+                assert await site.page.is_visible("#tile-screen")
+            assert await chair.state("offersSent") == 1
             await chair.page.screenshot(path=str(tmp_path / "chair.png"), full_page=True)
             await ha_noi.page.screenshot(path=str(tmp_path / "ha-noi-phone.png"), full_page=True)
 

@@ -48,6 +48,7 @@
     deviceError: null,
     connects: 0,
     iceRestarts: 0,
+    offersSent: 0,            // one at join; more only for ICE restarts (slots never renegotiate)
   };
   window.lienthong = state;
   window.lienthongStats = state;  // the same object, under the name the SFU tests use
@@ -298,6 +299,7 @@
 
   async function negotiate(options) {
     negotiating = true;
+    state.offersSent += 1;
     const offer = await pc.createOffer(options);
     await pc.setLocalDescription(offer);
     send("offer", { sdp: pc.localDescription.sdp });
@@ -630,6 +632,8 @@
       if (slot === "screen" || slot.startsWith("gallery-")) el.tile.hidden = !p;
       if (slot === "chair") el.tile.hidden = !p && Boolean(me && me.role === "chair");
     }
+    const gallery = $("gallery");
+    gallery.hidden = !Array.from(gallery.children).some((tile) => !tile.hidden);
     const floor = participant(state.floor);
     $("floor-line").textContent = !floor ? t("meeting.no_floor")
       : me && floor.id === me.id ? t("meeting.you_have_floor") : t("meeting.floor", { name: floor.site_name });
@@ -647,9 +651,12 @@
       const flags = [];
       if (p.role === "chair") flags.push(t("meeting.role.chair"));
       if (p.role === "observer") flags.push(t("meeting.role.observer"));
-      if (p.audio === false || p.muted_by_chair) flags.push("🔇");
-      if (p.video === false) flags.push("📷✕");
-      if (p.hand) flags.push("✋ " + t("meeting.hand_raised"));
+      // Words, not emoji: the machines at many sites have no emoji font.
+      if (p.muted_by_chair) flags.push(t("meeting.flag_muted_by_chair"));
+      else if (p.audio === false) flags.push(t("meeting.flag_mic_off"));
+      if (p.video === false) flags.push(t("meeting.flag_cam_off"));
+      if (p.screen) flags.push(t("meeting.flag_sharing"));
+      if (p.hand) flags.push(t("meeting.hand_raised"));
       if (p.id === state.speaker) flags.push(t("meeting.speaking"));
       li.querySelector(".flags").textContent = flags.join(" · ");
       li.classList.toggle("me", Boolean(me && p.id === me.id));
