@@ -36,11 +36,15 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from media import h264, vp8
+from media import h264, rtcp, vp8
+from media.bandwidth import LayerChooser, RembAggregator
 from media.config import MediaConfig
+from media.packet_cache import PacketCache, ReceiveStats
 from media.room import Room
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration, strip_mdns_candidates
-from media.rtp_rewrite import SlotRewriter, audio_level, payload_offset
+from media.rtcp import SenderReport
+from media.rtp_rewrite import (SlotRewriter, abs_send_time, audio_level, build_rtx, payload_bounds,
+                               unwrap_rtx)
 from media.speaker import SpeakerDetector, stable_assignment
 
 log = logging.getLogger("media.forwarder")
@@ -48,12 +52,20 @@ log = logging.getLogger("media.forwarder")
 __all__ = ["ForwarderError", "ForwarderMetrics", "RoomForwarder", "assign_slots"]
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 PLI_INTERVAL = 1.0          # seconds between keyframe requests to one source
-TICK_INTERVAL = 0.25        # speaker detection, slot reassignment, PLI retries
+TICK_INTERVAL = 0.05        # upstream NACKs; every SLOW_TICKS ticks: speaker, slots, PLI retries
+SLOW_TICKS = 5
+REPORT_INTERVAL = 1.0       # RR + REMB to publishers
+NACK_RETRY = 0.1            # seconds between NACKs of one missing packet
+LAYER_FLOOR = 150_000       # REMB toward a publisher never asks for less (bits/s)
+LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
 
 _SSRC = struct.Struct("!I")
-_RTCP_HEAD = struct.Struct("!BBH")
+_SEQ = struct.Struct("!H")
+_TS = struct.Struct("!I")
+_AST = struct.Struct("!HHI")        # one-byte extension header + one abs-send-time element
 _PLI = struct.Struct("!BBHIBBHII")  # empty RR (8 bytes) + PLI (12 bytes): a compound packet
 
 
@@ -107,14 +119,19 @@ def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *
 
 
 # which published stream feeds a slot
-def _source_name(slot: str) -> str:
+def _source_name(slot: str, full: bool = True) -> str:
     if slot.startswith("audio-"):
         return "audio"
     if slot in ("main", "chair"):
-        return "camera"
+        return "camera" if full else "thumb"
     if slot == "screen":
         return "screen"
     return "thumb"
+
+
+def _shift_layout(layout: tuple[int, int, int, int], by: int) -> tuple[int, int, int, int]:
+    pid, bits, tl0, tk = layout
+    return (pid + by if pid >= 0 else -1, bits, tl0 + by if tl0 >= 0 else -1, tk + by if tk >= 0 else -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,17 +141,23 @@ def _source_name(slot: str) -> str:
 class Source:
     """One published stream of one participant (audio, camera, thumb or screen)."""
 
-    __slots__ = ("endpoint", "name", "kind", "mid", "codecs", "local_ssrc", "level_ext", "outs",
-                 "waiting", "last_pli", "muted", "packets", "ssrc", "rtx_ssrcs")
+    __slots__ = ("endpoint", "name", "kind", "mid", "codecs", "rtx_apt", "clock_rate", "local_ssrc", "level_ext",
+                 "nack", "outs", "waiting", "last_pli", "muted", "packets", "ssrc", "rtx_ssrcs", "cache", "stats",
+                 "octets", "bitrate", "remb", "_octets_mark")
 
     def __init__(self, endpoint: Endpoint, name: str, line: MLine):
         self.endpoint = endpoint
         self.name = name
         self.kind = line.kind
         self.mid = line.mid
-        self.codecs: dict[int, str] = {c.payload_type: c.name for c in line.codecs if c.name not in ("rtx", "red", "ulpfec")}
-        self.local_ssrc = line.local_ssrc   # our SSRC on that m-line, the sender of PLIs
+        self.codecs: dict[int, str] = {c.payload_type: c.name for c in line.codecs
+                                       if c.name not in ("rtx", "red", "ulpfec")}
+        self.rtx_apt: dict[int, int] = {c.payload_type: int(c.parameters["apt"]) for c in line.codecs
+                                        if c.name == "rtx" and "apt" in c.parameters}
+        self.clock_rate = 48000 if line.kind == "audio" else 90000
+        self.local_ssrc = line.local_ssrc   # our SSRC on that m-line: the sender of our RTCP
         self.level_ext = line.extensions.get(AUDIO_LEVEL_URI) if line.kind == "audio" else None
+        self.nack = any("nack" in c.feedback for c in line.codecs)
         self.outs: list[SlotSender] = []
         self.waiting = 0                    # outs waiting for a keyframe
         self.last_pli = -PLI_INTERVAL
@@ -142,6 +165,13 @@ class Source:
         self.packets = 0
         self.ssrc: int | None = line.remote_ssrcs[0] if line.remote_ssrcs else None
         self.rtx_ssrcs = frozenset(line.remote_rtx)
+        self.cache = PacketCache(1024) if line.kind == "video" else None
+        self.stats = ReceiveStats(self.clock_rate)
+        self.octets = 0
+        self._octets_mark = 0
+        self.bitrate = 0.0                  # bits/s over the last report interval
+        self.remb = RembAggregator[str](floor_bps=LAYER_FLOOR, ceiling_bps=LAYER_CEILING.get(name, 2_500_000)) \
+            if line.kind == "video" else None
 
     def request_keyframe(self, now: float) -> bool:
         """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago."""
@@ -158,42 +188,92 @@ class Source:
         ssrc = _SSRC.unpack_from(packet, 8)[0]
         if ssrc != self.ssrc:
             if ssrc in self.rtx_ssrcs:
-                return            # retransmissions we did not ask for
-            self.ssrc = ssrc      # a browser may change its SSRC (track replaced)
+                self._on_rtx(packet, arrival)
+                return
+            self.ssrc = ssrc      # a browser may change its SSRC (track replaced): a new stream
+            self.stats = ReceiveStats(self.clock_rate)
+            if self.cache is not None:
+                self.cache.clear()
         self.packets += 1
+        self.octets += len(packet)
+        self.stats.on_packet(_SEQ.unpack_from(packet, 2)[0], _TS.unpack_from(packet, 4)[0], arrival)
         level_ext = self.level_ext
         if level_ext is not None:
             level = audio_level(packet, level_ext)
             if level is not None:
                 self.endpoint.forwarder.speakers.update(self.endpoint.id, level[0], level[1], arrival)
-        outs = self.outs
-        if not outs or self.muted:
+        self._forward(packet, arrival)
+
+    def _on_rtx(self, packet: bytes, arrival: float) -> None:
+        """A retransmission we asked for (RFC 4588): unwrap it and forward it late."""
+        apt = self.rtx_apt.get(packet[1] & 0x7F)
+        if apt is None or self.ssrc is None:
             return
+        original = unwrap_rtx(packet, apt, self.ssrc)
+        if original is None:
+            return
+        self.stats.on_packet(_SEQ.unpack_from(original, 2)[0], _TS.unpack_from(original, 4)[0], arrival)
+        self._forward(original, arrival)
+
+    def _forward(self, packet: bytes, arrival: float) -> None:
         codec = self.codecs.get(packet[1] & 0x7F)
         if codec is None:
             return
-        if packet[0] & 0x1F:      # extension or CSRCs: strip them (IDs are per m-line and per peer)
-            off = payload_offset(packet)
-            if off is None:
+        if packet[0] & 0x3F:      # extension, CSRCs or padding: strip them (IDs are per peer and m-line)
+            bounds = payload_bounds(packet)
+            if bounds is None:
                 return
-            packet = packet[:12] + packet[off:]
+            packet = bytes([packet[0] & 0xC0]) + packet[1:12] + packet[bounds[0]:bounds[1]]
+        cache = self.cache
+        if cache is not None:
+            cache.put(packet)
+        outs = self.outs
+        if not outs or self.muted:
+            return
         keyframe = False
-        if self.waiting:
-            if codec == "vp8":
+        layout = None
+        if codec == "vp8":
+            layout = vp8.descriptor_layout(packet, 12)
+            if layout is None:
+                return
+            if self.waiting:
                 keyframe = vp8.is_keyframe(packet, 12)
-            elif codec == "h264":
-                keyframe = h264.is_keyframe(packet, 12)
-            else:
-                keyframe = True
-        for out in outs:
-            out.forward(packet, codec, keyframe, arrival)
+        elif self.waiting:
+            keyframe = h264.is_keyframe(packet, 12) if codec == "h264" else True
+        if self.kind == "video":
+            ast = abs_send_time(arrival)
+            for out in outs:
+                out.forward_video(packet, codec, keyframe, layout, arrival, ast)
+        else:
+            for out in outs:
+                out.forward_audio(packet, codec, arrival)
+
+    def on_sender_report(self, sr: SenderReport, now: float) -> None:
+        """The publisher's SR: for our RR's LSR/DLSR, and translated to every subscriber slot."""
+        self.stats.on_sender_report(sr.ntp, now)
+        for out in self.outs:
+            out.send_sender_report(sr)
+
+    def report(self, now: float, interval: float) -> bytes:
+        """This interval's reception report block (and REMB for video), to send to the publisher;
+        also updates ``bitrate``."""
+        self.bitrate = (self.octets - self._octets_mark) * 8 / interval if interval > 0 else 0.0
+        self._octets_mark = self.octets
+        if self.ssrc is None or not self.packets:
+            return b""
+        return rtcp.build_rr(self.local_ssrc, [self.stats.take_report(self.ssrc, now)])
+
+    def remb_value(self, now: float) -> int:
+        assert self.remb is not None
+        value = self.remb.value(now)
+        return int(self.remb.ceiling_bps if value is None else value)
 
 
 class SlotSender:
     """One outgoing m-line of a subscriber: a continuous stream whatever source feeds it."""
 
-    __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rewriter", "vp8", "source",
-                 "waiting_keyframe", "sent", "dropped")
+    __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rtx", "rtx_ssrc", "rtx_seq", "ast_id",
+                 "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted")
 
     def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
         self.endpoint = endpoint
@@ -204,13 +284,21 @@ class SlotSender:
         self.pt_map: dict[str, int] = {}
         for c in line.codecs:
             self.pt_map.setdefault(c.name, c.payload_type)
+        # RTX payload type per original payload type, when the subscriber negotiated RTX
+        self.rtx: dict[int, int] = {int(c.parameters["apt"]): c.payload_type for c in line.codecs
+                                    if c.name == "rtx" and "apt" in c.parameters}
+        self.rtx_ssrc = line.local_rtx_ssrc
+        self.rtx_seq = 0
+        self.ast_id = line.extensions.get(ABS_SEND_TIME_URI, 0) if line.kind == "video" else 0
         clock = 48000 if line.kind == "audio" else 90000
         self.rewriter = SlotRewriter(line.local_ssrc, ts_gap=960 if line.kind == "audio" else 3000, clock_rate=clock)
         self.vp8 = vp8.Vp8Rewriter()
         self.source: Source | None = None
         self.waiting_keyframe = False
         self.sent = 0
+        self.octets = 0
         self.dropped = 0
+        self.retransmitted = 0
 
     def set_source(self, source: Source | None, now: float) -> None:
         old = self.source
@@ -220,6 +308,8 @@ class SlotSender:
             old.outs.remove(self)
             if self.waiting_keyframe:
                 old.waiting -= 1
+            if old.remb is not None:
+                old.remb.remove(self.endpoint.id)
         self.waiting_keyframe = False
         self.source = source
         self.rewriter.switch()
@@ -239,7 +329,8 @@ class SlotSender:
             self.rewriter.switch()
             source.request_keyframe(now)
 
-    def forward(self, packet: bytes, codec: str, keyframe: bool, now: float) -> None:
+    def forward_video(self, packet: bytes, codec: str, keyframe: bool, layout: tuple[int, int, int, int] | None,
+                      now: float, ast: int) -> None:
         if self.waiting_keyframe:
             if not keyframe:
                 return
@@ -249,22 +340,82 @@ class SlotSender:
         if pt is None:
             self.dropped += 1
             return
-        buf = bytearray(packet)
-        buf[0] &= 0xE0                      # no extension, no CSRC (stripped by the source)
+        ast_id = self.ast_id
+        if ast_id:
+            # abs-send-time (the subscriber's id) lets its browser estimate bandwidth (REMB)
+            buf = bytearray(packet[:12])
+            buf += _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | ast)
+            buf += packet[12:]
+            buf[0] |= 0x10
+            off = 20
+        else:
+            buf = bytearray(packet)
+            off = 12
         buf[1] = (buf[1] & 0x80) | pt
         self.rewriter.rewrite_in_place(buf, now)
-        if codec == "vp8":
-            out = self.vp8.rewrite(buf, 12, self.source.ssrc)  # type: ignore[union-attr]
+        if layout is not None:
+            out = self.vp8.rewrite(buf, off, self.source.ssrc,  # type: ignore[union-attr]
+                                   layout if off == 12 else _shift_layout(layout, off - 12))
             if out is None:
                 self.dropped += 1
                 return
             buf = out
-        if self.endpoint.peer.send_rtp(bytes(buf)):
+        if self.endpoint.peer.send_rtp(buf):
             self.sent += 1
+            self.octets += len(buf) - off
         else:
             self.dropped += 1
-            if self.kind == "video":
-                self._wait_for_keyframe(now)
+            self._wait_for_keyframe(now)
+
+    def forward_audio(self, packet: bytes, codec: str, now: float) -> None:
+        pt = self.pt_map.get(codec)
+        if pt is None:
+            self.dropped += 1
+            return
+        buf = bytearray(packet)
+        buf[1] = (buf[1] & 0x80) | pt
+        self.rewriter.rewrite_in_place(buf, now)
+        if self.endpoint.peer.send_rtp(buf):
+            self.sent += 1
+            self.octets += len(buf) - 12
+        else:
+            self.dropped += 1
+
+    def retransmit(self, seqs: Sequence[int]) -> None:
+        """Answer a subscriber's NACK from the source's packet cache (RTX when negotiated)."""
+        source = self.source
+        if source is None or source.cache is None or self.waiting_keyframe:
+            return
+        for out_seq in seqs:
+            src_seq = self.rewriter.source_seq(out_seq)
+            cached = source.cache.get(src_seq) if src_seq is not None else None
+            if cached is None:
+                continue
+            codec = source.codecs.get(cached[1] & 0x7F)
+            pt = self.pt_map.get(codec) if codec is not None else None
+            again = self.rewriter.retransmit(cached)
+            if again is None or pt is None:
+                continue
+            buf: bytearray | None = bytearray(again)
+            buf[1] = (buf[1] & 0x80) | pt  # type: ignore[index]
+            if codec == "vp8":
+                buf = self.vp8.retransmit(buf, 12)  # type: ignore[arg-type]
+                if buf is None:
+                    continue
+            rtx_pt = self.rtx.get(pt)
+            data: bytes | bytearray | None = buf
+            if rtx_pt is not None:
+                data = build_rtx(buf, rtx_pt, self.rtx_ssrc, self.rtx_seq)
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            if data is not None and self.endpoint.peer.send_rtp(data):
+                self.retransmitted += 1
+
+    def send_sender_report(self, sr: SenderReport) -> None:
+        """The source's SR in this slot's timestamp space, so the subscriber keeps lip sync."""
+        if self.waiting_keyframe or self.rewriter.source_ssrc != sr.ssrc:
+            return
+        self.endpoint.peer.send_rtcp(rtcp.translate_sr(sr, self.rewriter.ts_offset, self.out_ssrc,
+                                                       self.sent & 0xFFFFFFFF, self.octets & 0xFFFFFFFF))
 
 
 class Endpoint:
@@ -278,6 +429,9 @@ class Endpoint:
         self.sources: dict[str, Source] = {}      # by published name
         self.slots: dict[str, SlotSender] = {}    # by slot name
         self.by_out_ssrc: dict[int, SlotSender] = {}
+        self.layers = LayerChooser()
+        self.full = True                          # main/chair slots carry full layers
+        self.remb_bps: float | None = None
 
     def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
         source = self.sources_by_mid.get(mid)
@@ -285,20 +439,53 @@ class Endpoint:
             source.on_packet(packet, arrival)
 
     def on_rtcp(self, data: bytes) -> None:
-        pos, n = 0, len(data)
         now = time.monotonic()
-        while pos + 12 <= n:
-            b0, pt, length = _RTCP_HEAD.unpack_from(data, pos)
-            size = (length + 1) * 4
-            fmt = b0 & 0x1F
-            if pt == 206 and fmt in (1, 4):          # PLI / FIR from a subscriber
-                media_ssrc = _SSRC.unpack_from(data, pos + 8)[0]
-                if fmt == 4 and pos + 16 <= n:
-                    media_ssrc = _SSRC.unpack_from(data, pos + 12)[0]
-                slot = self.by_out_ssrc.get(media_ssrc)
-                if slot is not None and slot.source is not None:
-                    slot.source.request_keyframe(now)
-            pos += size
+        for packet in rtcp.parse_compound(data):
+            kind = type(packet)
+            if kind is rtcp.Nack:
+                slot = self.by_out_ssrc.get(packet.media_ssrc)  # type: ignore[union-attr]
+                if slot is not None:
+                    slot.retransmit(packet.seqs)  # type: ignore[union-attr]
+            elif kind is rtcp.Pli:
+                self._keyframe_wanted(packet.media_ssrc, now)  # type: ignore[union-attr]
+            elif kind is rtcp.Fir:
+                for ssrc, _seqnr in packet.entries:  # type: ignore[union-attr]
+                    self._keyframe_wanted(ssrc, now)
+            elif kind is rtcp.Remb:
+                self.forwarder.on_remb(self, packet.bitrate, now)  # type: ignore[union-attr]
+            elif kind is rtcp.SenderReport:
+                source = next((s for s in self.sources.values() if s.ssrc == packet.ssrc), None)  # type: ignore[union-attr]
+                if source is not None:
+                    source.on_sender_report(packet, now)  # type: ignore[arg-type]
+                self._reports(packet.reports, now)  # type: ignore[union-attr]
+            elif kind is rtcp.ReceiverReport:
+                self._reports(packet.reports, now)  # type: ignore[union-attr]
+
+    def _keyframe_wanted(self, out_ssrc: int, now: float) -> None:
+        slot = self.by_out_ssrc.get(out_ssrc)
+        if slot is not None and slot.source is not None:
+            slot.source.request_keyframe(now)
+
+    def _reports(self, blocks: Sequence[rtcp.ReportBlock], now: float) -> None:
+        """Loss on the full-layer slots (main, chair) drives the layer choice."""
+        loss = [b.fraction_lost / 256 for b in blocks
+                if (slot := self.by_out_ssrc.get(b.ssrc)) is not None and slot.slot in ("main", "chair")]
+        if loss:
+            self.forwarder.on_loss(self, max(loss), now)
+
+    def need_bps(self) -> float:
+        """What this subscriber receives with full layers: the sources' measured bitrates."""
+        total = 0.0
+        for slot in self.slots.values():
+            source = slot.source
+            if source is None:
+                continue
+            if slot.slot in ("main", "chair") and not self.full:
+                camera = source.endpoint.sources.get("camera")
+                total += camera.bitrate if camera is not None else 0.0
+            else:
+                total += source.bitrate
+        return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,12 +539,72 @@ class RoomForwarder:
             await self.remove(pid)
 
     async def _run(self) -> None:
+        ticks = 0
+        last_report = time.monotonic()
         while True:
             await asyncio.sleep(TICK_INTERVAL)
+            now = time.monotonic()
+            ticks += 1
             try:
-                self.tick(time.monotonic())
+                self.send_nacks(now)
+                if ticks % SLOW_TICKS == 0:
+                    self.tick(now)
+                if now - last_report >= REPORT_INTERVAL:
+                    self.send_reports(now, now - last_report)
+                    last_report = now
             except Exception:
                 log.exception("forwarder tick failed", extra={"room": self.room.id})
+
+    def send_nacks(self, now: float) -> None:
+        """Ask publishers again for the packets that did not arrive (video, NACK negotiated)."""
+        for endpoint in self.endpoints.values():
+            for source in endpoint.sources.values():
+                if source.nack and source.cache is not None and source.ssrc is not None:
+                    seqs = source.stats.nacks_due(now, NACK_RETRY)
+                    if seqs:
+                        endpoint.peer.send_rtcp(rtcp.build_nack(source.local_ssrc, source.ssrc, seqs))
+
+    def send_reports(self, now: float, interval: float) -> None:
+        """To each publisher: a Receiver Report for its streams and a REMB for its video (the
+        lowest estimate of the subscribers receiving each layer, within the layer's bounds)."""
+        for endpoint in self.endpoints.values():
+            reports = b""
+            remb_total = 0
+            remb_ssrcs = []
+            sender_ssrc = None
+            for source in endpoint.sources.values():
+                reports += source.report(now, interval)
+                sender_ssrc = sender_ssrc or source.local_ssrc
+                if source.remb is not None and source.ssrc is not None and source.packets:
+                    remb_total += source.remb_value(now)
+                    remb_ssrcs.append(source.ssrc)
+            if sender_ssrc is None:
+                continue
+            if remb_ssrcs:
+                reports += rtcp.build_remb(sender_ssrc, remb_total, remb_ssrcs)
+            if reports:
+                endpoint.peer.send_rtcp(reports)
+
+    def on_remb(self, subscriber: Endpoint, bitrate: float, now: float) -> None:
+        """A subscriber's bandwidth estimate: its layer choice, and the REMB toward the sources
+        it receives."""
+        subscriber.remb_bps = bitrate
+        for slot in subscriber.slots.values():
+            if slot.source is not None and slot.source.remb is not None:
+                slot.source.remb.update(subscriber.id, bitrate, now)
+        self._choose_layers(subscriber, now, estimate=bitrate)
+
+    def on_loss(self, subscriber: Endpoint, loss: float, now: float) -> None:
+        self._choose_layers(subscriber, now, loss=loss)
+
+    def _choose_layers(self, subscriber: Endpoint, now: float, *, estimate: float | None = None,
+                       loss: float | None = None) -> None:
+        full = subscriber.layers.update(now, need_bps=subscriber.need_bps(), estimate_bps=estimate, loss=loss)
+        if full != subscriber.full:
+            subscriber.full = full
+            log.info("subscriber layers changed", extra={"participant": subscriber.id,
+                                                         "layers": "full" if full else "thumbnail"})
+            self._wire(now)
 
     def tick(self, now: float) -> None:
         """Speaker detection, slot reassignment, keyframe request retries."""
@@ -377,8 +624,20 @@ class RoomForwarder:
     # ---- negotiation ----
 
     async def negotiate(self, participant_id: str, layout: list[dict[str, Any]], offer_sdp: str) -> str:
-        """Answer a participant's offer with a new server peer connection (a previous one is
-        closed: reconnect); the participant's slots and sources are rebuilt on it."""
+        """Answer a participant's offer.  A re-offer of its current connection (ICE restart)
+        keeps the connection and restarts ICE; an offer from another peer connection (the page
+        reloaded its media) gets a new server connection, the old one is closed, and the
+        participant's slots and sources are rebuilt on it."""
+        current = self.endpoints.get(participant_id)
+        if current is not None:
+            # The same browser peer connection re-offering (ICE restart): same DTLS session,
+            # same streams, new ICE agent.  None: another peer connection, built below.
+            try:
+                answer = await current.peer.answer_ice_restart(offer_sdp)
+            except Exception as exc:
+                raise ForwarderError("bad_sdp", f"the offer was refused: {exc}") from None
+            if answer is not None:
+                return answer
         pc = RTCPeerConnection(rtc_configuration(self.settings.ice_servers))
         peer = PacketPeer(pc, self.settings.policy)
         endpoint = Endpoint(self, participant_id, peer)
@@ -502,7 +761,7 @@ class RoomForwarder:
                 if feeder is not None:
                     publisher = self.endpoints.get(feeder)
                     if publisher is not None:
-                        source = publisher.sources.get(_source_name(name))
+                        source = publisher.sources.get(_source_name(name, endpoint.full))
                 sender.set_source(source, now)
 
     # ---- metrics ----

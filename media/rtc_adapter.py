@@ -71,16 +71,18 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
+import pylibsrtp
 from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcicetransport import candidate_to_aioice
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ RtcpHandler = Callable[[bytes], None]
 DEFAULT_MAX_BACKLOG = 128 * 1024
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 _SOCKET_BUFFER = 1024 * 1024
+# How long a DTLS session outlives a dead ICE agent, waiting for an ICE restart.
+ICE_RESTART_GRACE = 30.0
 
 
 def is_rtcp(packet: bytes) -> bool:
@@ -202,6 +206,61 @@ class MLine:
 
     def codec(self, name: str) -> Codec | None:
         return next((c for c in self.codecs if c.name == name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# SRTP without per-packet allocation
+
+
+class _Srtp:
+    """libsrtp calls on a ``pylibsrtp.Session``'s own buffer: what ``Session.protect`` does,
+    minus a per-call ``ffi.new`` and type check, and accepting a ``bytearray`` (no copy to
+    bytes first).  Falls back to the Session's methods if pylibsrtp's internals moved."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        try:
+            from pylibsrtp._binding import ffi, lib
+            self._buffer = session._buffer
+            self._cdata = session._cdata
+            self._ctx = session._srtp[0]
+            self._len = ffi.new("int *")
+            self._lib = lib
+            self._capacity = len(self._buffer)
+            self.fast = True
+        except (ImportError, AttributeError):  # pragma: no cover - pinned by test_rtc_adapter
+            self.fast = False
+            self.protect = session.protect            # type: ignore[method-assign]
+            self.protect_rtcp = session.protect_rtcp  # type: ignore[method-assign]
+            self.unprotect = session.unprotect        # type: ignore[method-assign]
+            self.unprotect_rtcp = session.unprotect_rtcp  # type: ignore[method-assign]
+
+    def _run(self, fn: Any, data: bytes | bytearray, trailer: int) -> bytes:
+        n = len(data)
+        if n > self._capacity - trailer:
+            raise ValueError("packet is too long")
+        self._len[0] = n
+        self._buffer[0:n] = data
+        rc = fn(self._ctx, self._cdata, self._len)
+        if rc:
+            raise pylibsrtp.Error(f"libsrtp error {rc}")
+        return self._buffer[0:self._len[0]]  # type: ignore[no-any-return]
+
+    def protect(self, data: bytes | bytearray) -> bytes:
+        return self._run(self._lib.srtp_protect, data, _SRTP_TRAILER)
+
+    def protect_rtcp(self, data: bytes | bytearray) -> bytes:
+        return self._run(self._lib.srtp_protect_rtcp, data, _SRTCP_TRAILER)
+
+    def unprotect(self, data: bytes | bytearray) -> bytes:
+        return self._run(self._lib.srtp_unprotect, data, 0)
+
+    def unprotect_rtcp(self, data: bytes | bytearray) -> bytes:
+        return self._run(self._lib.srtp_unprotect_rtcp, data, 0)
+
+
+_SRTP_TRAILER = getattr(pylibsrtp, "SRTP_MAX_TRAILER_LEN", 144)
+_SRTCP_TRAILER = getattr(pylibsrtp, "SRTP_MAX_SRTCP_TRAILER_LEN", 148)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,24 +373,29 @@ class PacketPeer:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.max_backlog = max_backlog
-        self._rx: Any = None          # pylibsrtp.Session once DTLS is up
-        self._tx: Any = None
+        self._rx: _Srtp | None = None       # once DTLS is up
+        self._tx: _Srtp | None = None
         self._dtls: RTCDtlsTransport | None = None
+        self._ice: aioice.ice.Connection | None = None      # the ICE agent media flows on
+        self._ice_pending: aioice.ice.Connection | None = None  # an ICE restart in progress
+        self._ice_retired: list[aioice.ice.Connection] = []
+        self._ice_changed = asyncio.Event()
+        self._restart_task: asyncio.Task[None] | None = None
+        self._restart_local: tuple[str, str, list[Candidate]] | None = None
         self._hooked_transceivers: set[int] = set()
         self._hooked_connections: set[int] = set()
         self._ssrc_mid: dict[int, str | None] = {}
         self._mid_ext_id: int | None = None
         self._pair: Any = None
-        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
-        self._write_backlog: Callable[[], int] | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], Any] | None = None
         self._addr: tuple[str, int] | None = None
         self._connected = asyncio.Event()
-        self._failed = False
         self._closed = False
         self.rx_packets = 0
         self.tx_packets = 0
         self.tx_dropped = 0
         self.rx_errors = 0
+        self.ice_restarts = 0
 
     # ---- wiring ----
 
@@ -372,6 +436,8 @@ class PacketPeer:
         if self._dtls is dtls:
             return
         self._dtls = dtls
+        ice_transport = dtls.transport
+        self._ice = ice_transport._connection
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
             # Slow path (before the fast path is live, or via a TURN relay): already unprotected.
@@ -382,19 +448,51 @@ class PacketPeer:
 
         dtls._handle_rtp_data = handle_rtp_data    # type: ignore[method-assign]
         dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+        # DTLS reads and writes through whichever ICE agent is current (ICE restart swaps it).
+        ice_transport._recv = self._ice_recv
+        ice_transport._send = self._ice_send
         dtls.on("statechange", self._on_dtls_state)
         self._on_dtls_state()
+
+    async def _ice_recv(self) -> bytes:
+        """aiortc's DTLS reader, decoupled from one ICE agent's life: an agent replaced by an
+        ICE restart hands over to the new one; an agent that dies (consent lost) leaves the
+        DTLS session waiting ``ICE_RESTART_GRACE`` seconds for a restart before it closes."""
+        while True:
+            agent = self._ice
+            changed = self._ice_changed
+            assert agent is not None
+            try:
+                return await agent.recv()
+            except ConnectionError:
+                if self._closed:
+                    raise
+                if agent is self._ice:
+                    try:
+                        await asyncio.wait_for(changed.wait(), ICE_RESTART_GRACE)
+                    except asyncio.TimeoutError:
+                        raise ConnectionError("ICE failed and was not restarted") from None
+
+    async def wait_ice_restart(self, timeout: float | None = None) -> None:
+        """Wait until media moved to the agent of the next completed ICE restart."""
+        await asyncio.wait_for(self._ice_changed.wait(), timeout)
+
+    async def _ice_send(self, data: bytes) -> None:
+        agent = self._ice
+        if agent is None:
+            raise ConnectionError("no ICE agent")
+        await agent.send(data)
 
     def _on_dtls_state(self) -> None:
         dtls = self._dtls
         if dtls is None:
             return
         if dtls.state == "connected" and dtls._rx_srtp is not None:
-            self._rx, self._tx = dtls._rx_srtp, dtls._tx_srtp
+            if self._tx is None:
+                self._rx, self._tx = _Srtp(dtls._rx_srtp), _Srtp(dtls._tx_srtp)
             self._connected.set()
         elif dtls.state in ("closed", "failed"):
             self._rx = self._tx = None
-            self._failed = True
             self._connected.set()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -405,7 +503,8 @@ class PacketPeer:
 
     @property
     def connected(self) -> bool:
-        return self._tx is not None
+        """DTLS-SRTP keys are up and the ICE agent has a selected pair (media can flow)."""
+        return self._tx is not None and self._ice is not None and bool(self._ice._nominated)
 
     # ---- negotiation results ----
 
@@ -453,9 +552,9 @@ class PacketPeer:
         rx = self._rx
         try:
             if 192 <= data[1] <= 223:
-                self._deliver_rtcp(rx.unprotect_rtcp(data))
+                self._deliver_rtcp(rx.unprotect_rtcp(data))  # type: ignore[union-attr]
             else:
-                self._deliver_rtp(rx.unprotect(data), time.monotonic())
+                self._deliver_rtp(rx.unprotect(data), time.monotonic())  # type: ignore[union-attr]
         except Exception:  # pylibsrtp.Error (replay, auth): drop, like aiortc does
             self.rx_errors += 1
 
@@ -486,84 +585,232 @@ class PacketPeer:
     # ---- send ----
 
     def _select_pair(self, pair: Any) -> None:
-        """Cache the nominated pair's socket (aioice may nominate a new one)."""
+        """Cache how to reach the nominated pair (aioice may nominate another one)."""
         self._pair = pair
-        self._sendto = self._write_backlog = self._addr = None
+        self._sendto = self._addr = None
         if pair is None:
             return
         protocol = pair.protocol
         if isinstance(protocol, aioice.ice.StunProtocol) and not hasattr(protocol, "peer_to_channel"):
             transport = protocol.transport
-            self._sendto = transport.sendto
-            self._write_backlog = transport.get_write_buffer_size
             self._addr = pair.remote_addr
+            sock = getattr(transport, "_sock", None)
+            if isinstance(sock, socket.socket):
+                # Straight to the non-blocking socket: a full send buffer (a slow or dead link)
+                # raises BlockingIOError and the packet is dropped, never queued.
+                self._sendto = sock.sendto
+            else:  # pragma: no cover - other event loops
+                limit = self.max_backlog
+
+                def sendto(data: bytes, addr: tuple[str, int]) -> None:
+                    if transport.get_write_buffer_size() > limit:
+                        raise BlockingIOError
+                    transport.sendto(data, addr)
+                self._sendto = sendto
         else:
             log.warning("the selected ICE pair is relayed (TURN): the SFU's packet sender supports "
                         "host and server-reflexive pairs only; configure candidate_addresses instead")
 
-    def _send(self, protect: Callable[[bytes], bytes], packet: bytes) -> bool:
-        dtls = self._dtls
-        if self._tx is None or dtls is None:
+    def _send(self, protect: Callable[[bytes | bytearray], bytes], packet: bytes | bytearray) -> bool:
+        agent = self._ice
+        if agent is None:
             self.tx_dropped += 1
             return False
-        pair = dtls.transport._connection._nominated.get(1)
+        pair = agent._nominated.get(1)
         if pair is not self._pair:
             self._select_pair(pair)
         sendto = self._sendto
-        if sendto is None or self._write_backlog() > self.max_backlog:  # type: ignore[misc]
+        if sendto is None:
             self.tx_dropped += 1
             return False
         try:
             sendto(protect(packet), self._addr)  # type: ignore[arg-type]
-        except Exception:  # pylibsrtp.Error on a malformed packet, OSError on a closed socket
+        except Exception:  # BlockingIOError (backlog), OSError (closed), pylibsrtp.Error, ValueError
             self.tx_dropped += 1
             return False
         self.tx_packets += 1
         return True
 
-    def send_rtp(self, packet: bytes) -> bool:
+    def send_rtp(self, packet: bytes | bytearray) -> bool:
         """SRTP-protect and send one RTP packet now.  False: dropped (not connected, backlog)."""
         tx = self._tx
-        return self._send(tx.protect if tx is not None else _never, packet)
+        if tx is None:
+            self.tx_dropped += 1
+            return False
+        return self._send(tx.protect, packet)
 
-    def send_rtcp(self, packet: bytes) -> bool:
+    def send_rtcp(self, packet: bytes | bytearray) -> bool:
         """SRTCP-protect and send one (compound) RTCP packet now."""
         tx = self._tx
-        return self._send(tx.protect_rtcp if tx is not None else _never, packet)
+        if tx is None:
+            self.tx_dropped += 1
+            return False
+        return self._send(tx.protect_rtcp, packet)
 
     # ---- ICE ----
 
     async def add_ice_candidate(self, candidate: dict[str, Any] | None) -> None:
         """Trickle ICE from a browser ``RTCIceCandidate.toJSON()`` dict; None or an empty
         candidate string = end of candidates.  mDNS ``.local`` candidates are ignored.  Bundled:
-        every candidate is applied to the one transport, whatever m-line it names."""
+        every candidate goes to the one ICE agent (the newest one after an ICE restart),
+        whatever m-line it names.  ValueError for a candidate that does not parse."""
         if self._closed:
             return
         line = (candidate or {}).get("candidate") or ""
-        if not line:
-            await self.pc.addIceCandidate(None)
-            return
         if line.startswith("a="):
             line = line[2:]
         if line.startswith("candidate:"):
             line = line[len("candidate:"):]
-        if _is_mdns_candidate(line):
+        if line and _is_mdns_candidate(line):
             return
-        parsed = aiortc_sdp.candidate_from_sdp(line)
-        transceivers = self.pc.getTransceivers()
-        if not transceivers:
-            raise ValueError("no media lines yet: apply the offer before its candidates")
-        primary = next((t for t in transceivers if not t._bundled), transceivers[0])
-        parsed.sdpMid = primary.mid
-        parsed.sdpMLineIndex = primary._get_mline_index()
-        await self.pc.addIceCandidate(parsed)
+        agent = self._ice_pending or self._ice
+        if agent is None:
+            transceivers = self.pc.getTransceivers()
+            if not transceivers:
+                raise ValueError("no media lines yet: apply the offer before its candidates")
+            agent = transceivers[0].receiver.transport.transport._connection
+        try:
+            parsed = candidate_to_aioice(aiortc_sdp.candidate_from_sdp(line)) if line else None
+        except Exception as exc:
+            raise ValueError(f"unparsable ICE candidate {line!r}: {exc}") from None
+        with contextlib.suppress(ValueError):  # after end-of-candidates: ignored, like browsers do
+            await agent.add_remote_candidate(parsed)
 
     def local_candidates(self) -> list[str]:
-        """``candidate:...`` strings of the gathered local candidates (for trickling them)."""
-        if self._dtls is None:
+        """``candidate:...`` strings of the current local candidates (for trickling them)."""
+        agent = self._ice_pending or self._ice
+        if agent is None:
             return []
-        return ["candidate:" + aiortc_sdp.candidate_to_sdp(c)
-                for c in self._dtls.transport.iceGatherer.getLocalCandidates()]
+        return ["candidate:" + aiortc_sdp.candidate_to_sdp(_candidate_from_aioice(c))
+                for c in agent.local_candidates]
+
+    # ---- ICE restart (aiortc has none): a new ICE agent under the same DTLS session ----
+
+    async def answer_ice_restart(self, offer_sdp: str) -> str | None:
+        """Answer a re-offer of the connection this peer already answered.  Returns the SDP
+        answer; None when the offer is not from the same remote peer connection (another DTLS
+        fingerprint: build a new peer connection for it).  A re-offer with the same ICE
+        credentials is answered with the current answer.  With new credentials (ICE restart)
+        a new ICE agent gathers on fresh sockets and checks connectivity in the background;
+        media moves to it once it is connected, the DTLS-SRTP session carries on."""
+        description = aiortc_sdp.SessionDescription.parse(strip_mdns_candidates(offer_sdp))
+        current = self.pc.remoteDescription
+        local = self.pc.localDescription
+        if current is None or local is None or not description.media or self._dtls is None:
+            return None
+        known = aiortc_sdp.SessionDescription.parse(current.sdp)
+        if len(description.media) != len(known.media) or \
+                _fingerprints(description.media[0]) != _fingerprints(known.media[0]):
+            return None
+        ice = description.media[0].ice
+        remote_now = self._remote_credentials(known)
+        if (ice.usernameFragment, ice.password) == remote_now:
+            return self._current_answer or local.sdp
+        agent = await self._new_agent()
+        agent.remote_username, agent.remote_password = ice.usernameFragment, ice.password
+        for media in description.media[:1]:
+            for c in media.ice_candidates:
+                if not c.ip.lower().endswith(".local"):
+                    with contextlib.suppress(ValueError):
+                        await agent.add_remote_candidate(candidate_to_aioice(c))
+            if media.ice_candidates_complete:
+                with contextlib.suppress(ValueError):
+                    await agent.add_remote_candidate(None)
+        self._restart_remote = (ice.usernameFragment, ice.password)
+        self._start_restart(agent)
+        answer = _rewrite_ice(self._current_answer or local.sdp, agent)
+        self._current_answer = answer
+        return answer
+
+    def offer_ice_restart(self) -> Awaitable[str]:
+        """Offerer side (test peers, load generators): a re-offer with new ICE credentials and
+        candidates; pass the answer to ``accept_ice_restart_answer``."""
+        return self._offer_ice_restart()
+
+    async def _offer_ice_restart(self) -> str:
+        local = self.pc.localDescription
+        if local is None or self._dtls is None:
+            raise ValueError("no negotiated connection to restart")
+        agent = await self._new_agent()
+        self._ice_pending = agent
+        offer = _rewrite_ice(self._current_answer or local.sdp, agent)
+        self._current_answer = offer
+        return offer
+
+    async def accept_ice_restart_answer(self, answer_sdp: str) -> None:
+        agent = self._ice_pending
+        if agent is None:
+            raise ValueError("no ICE restart offered")
+        description = aiortc_sdp.SessionDescription.parse(strip_mdns_candidates(answer_sdp))
+        ice = description.media[0].ice
+        agent.remote_username, agent.remote_password = ice.usernameFragment, ice.password
+        for c in description.media[0].ice_candidates:
+            with contextlib.suppress(ValueError):
+                await agent.add_remote_candidate(candidate_to_aioice(c))
+        with contextlib.suppress(ValueError):
+            await agent.add_remote_candidate(None)
+        self._start_restart(agent)
+
+    _current_answer: str | None = None
+    _restart_remote: tuple[str | None, str | None] | None = None
+
+    def _remote_credentials(self, known: Any) -> tuple[str | None, str | None]:
+        if self._restart_remote is not None:
+            return self._restart_remote
+        ice = known.media[0].ice
+        return ice.usernameFragment, ice.password
+
+    async def _new_agent(self) -> aioice.ice.Connection:
+        old = self._ice
+        assert old is not None
+        if self._restart_task is not None:   # a restart of a restart: drop the unfinished one
+            self._restart_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restart_task
+            self._restart_task = None
+        if self._ice_pending is not None:
+            await self._ice_pending.close()
+            self._ice_pending = None
+        agent = aioice.ice.Connection(
+            ice_controlling=old.ice_controlling, stun_server=old.stun_server, turn_server=old.turn_server,
+            turn_username=old.turn_username, turn_password=old.turn_password, turn_ssl=old.turn_ssl,
+            turn_transport=old.turn_transport, transport_policy=old._transport_policy)
+        _install_host_gathering(agent, self.policy, self)
+        await agent.gather_candidates()
+        return agent
+
+    def _start_restart(self, agent: aioice.ice.Connection) -> None:
+        self._ice_pending = agent
+        self._restart_task = asyncio.create_task(self._complete_restart(agent), name="ice-restart")
+
+    async def _complete_restart(self, agent: aioice.ice.Connection) -> None:
+        try:
+            await agent.connect()
+        except ConnectionError:
+            log.info("ICE restart failed")
+            if self._ice_pending is agent:
+                self._ice_pending = None
+            await agent.close()
+            return
+        if self._closed or self._ice_pending is not agent:
+            return
+        old, self._ice, self._ice_pending = self._ice, agent, None
+        assert self._dtls is not None and old is not None
+        self._dtls.transport._connection = agent   # aiortc closes the current agent on pc.close()
+        self._restart_task = None
+        self.ice_restarts += 1
+        changed, self._ice_changed = self._ice_changed, asyncio.Event()
+        changed.set()
+        # Retire the old agent without waking anyone: its pair goes, its sockets close; it is
+        # closed for good (ending aiortc's ICE monitor) when the peer closes.
+        if old._query_consent_task is not None:
+            old._query_consent_task.cancel()
+        old._nominated.clear()
+        for protocol in old._protocols:
+            protocol.transport.close()
+        old._protocols.clear()
+        self._ice_retired.append(old)
+        log.info("ICE restarted")
 
     async def close(self) -> None:
         """Close the peer connection (ICE sockets, DTLS); idempotent."""
@@ -573,7 +820,52 @@ class PacketPeer:
         self._rx = self._tx = None
         self.on_rtp = None
         self.on_rtcp = None
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restart_task
+        for agent in [*self._ice_retired, *([self._ice_pending] if self._ice_pending else [])]:
+            with contextlib.suppress(Exception):
+                await agent.close()
         await self.pc.close()
+        if self._ice is not None:
+            with contextlib.suppress(Exception):
+                await self._ice.close()
+
+
+def _fingerprints(media: Any) -> set[tuple[str, str]]:
+    return {(f.algorithm.lower(), f.value.upper()) for f in media.dtls.fingerprints} if media.dtls else set()
+
+
+def _candidate_from_aioice(c: Candidate) -> Any:
+    from aiortc.rtcicetransport import candidate_from_aioice
+    return candidate_from_aioice(c)
+
+
+def _rewrite_ice(sdp: str, agent: aioice.ice.Connection) -> str:
+    """The SDP with the agent's ICE credentials and candidates instead of the old ones, and
+    the session version bumped (a new description of the same session)."""
+    sep = "\r\n" if "\r\n" in sdp else "\n"
+    candidates = ["a=candidate:" + aiortc_sdp.candidate_to_sdp(_candidate_from_aioice(c))
+                  for c in agent.local_candidates]
+    out: list[str] = []
+    for line in sdp.split(sep):
+        if line.startswith(("a=candidate:", "a=end-of-candidates")):
+            continue
+        if line.startswith("o="):
+            parts = line.split()
+            if len(parts) >= 3 and parts[2].isdigit():
+                parts[2] = str(int(parts[2]) + 1)
+                line = " ".join(parts)
+        elif line.startswith("a=ice-ufrag:"):
+            line = "a=ice-ufrag:" + agent.local_username
+        elif line.startswith("a=ice-pwd:"):
+            out.append("a=ice-pwd:" + agent.local_password)
+            out.extend(candidates)
+            out.append("a=end-of-candidates")
+            continue
+        out.append(line)
+    return sep.join(out)
 
 
 _SSRC = struct.Struct("!I")

@@ -1,20 +1,23 @@
 """A cheap aiortc site for SFU tests: offers the layout like the browser page does, publishes
 hand-built RTP (VP8 descriptors with PictureID, keyframes on request, Opus-sized audio with an
 RFC 6464 level) through ``media.rtc_adapter.PacketPeer`` and records what it receives per slot.
-Real aiortc peer connection, real ICE/DTLS/SRTP over 127.0.0.1; no codec."""
+Like a browser it NACKs gaps in what it receives, answers NACKs with RTX from its history and
+answers PLIs with a keyframe.  Losses can be injected on either side.  Real aiortc peer
+connection, real ICE/DTLS/SRTP over 127.0.0.1; no codec."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from media import rtcp
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration
+from media.rtp_rewrite import build_rtx, payload_offset
 
 LOOPBACK = IcePolicy(candidate_addresses=("127.0.0.1",))
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -34,9 +37,20 @@ def vp8_payload(picture_id: int, keyframe: bool, start: bool = True, size: int =
 @dataclass
 class Received:
     packets: list[tuple[int, int, int, int, bytes]] = field(default_factory=list)  # (ssrc, seq, ts, pt, payload)
+    recovered: list[int] = field(default_factory=list)   # seqs that came back by RTX
 
     def seqs(self) -> list[int]:
         return [p[1] for p in self.packets]
+
+
+def complete(seqs: list[int]) -> bool:
+    """Every sequence number between the first and the last arrived (retransmissions may come
+    out of order)."""
+    if not seqs:
+        return True
+    first = seqs[0]
+    span = {(s - first) & 0xFFFF for s in seqs}
+    return span == set(range(max(span) + 1))
 
 
 class Site:
@@ -51,14 +65,22 @@ class Site:
         self.lines: list[MLine] = []
         self.by_mid: dict[str, str] = {}          # mid -> slot
         self.received: dict[str, Received] = {e["slot"]: Received() for e in layout}
+        self.raw: dict[str, list[bytes]] = {e["slot"]: [] for e in layout}
         self.rtcp: list[bytes] = []
         self.plis: dict[str, int] = {}            # published name -> PLIs received
+        self.nacked: dict[str, list[int]] = {}    # published name -> seqs the SFU asked again
+        self.reports: list[rtcp.RtcpPacket] = []  # RR, REMB, SR received
         self._changed = asyncio.Event()
-        self.stopped_reading = False
         self._seq: dict[str, int] = {}
         self._ts: dict[str, int] = {}
         self._pid: dict[str, int] = {}
+        self._rtx_seq = 0
+        self._history: dict[str, dict[int, bytes]] = {}
+        self._highest: dict[str, int] = {}
         self.keyframe_wanted: dict[str, bool] = {}
+        self.drop_sending: set[tuple[str, int]] = set()    # (published name, seq): lost upstream once
+        self.drop_receiving: set[tuple[str, int]] = set()  # (slot, seq): lost downstream once
+        self.sent_ts: dict[str, dict[int, int]] = {}       # name -> seq -> timestamp sent
 
     async def connect(self, answer: Callable[[str], Any]) -> None:
         """Offer (one transceiver per layout entry), get the answer from ``answer(sdp)``."""
@@ -72,8 +94,19 @@ class Site:
         self.by_mid = {line.mid: entry["slot"] for line, entry in zip(self.lines, self.layout)}
         await self.peer.wait_connected(10)
 
+    async def restart_ice(self, answer: Callable[[str], Any]) -> None:
+        """Re-offer the same connection with new ICE credentials (what a browser's
+        ``restartIce()`` does) and wait until media flows on the new path."""
+        offer = await self.peer.offer_ice_restart()
+        await self.peer.accept_ice_restart_answer(await answer(offer))
+        await self.peer.wait_ice_restart(10)
+
     def line(self, send: str) -> MLine:
         index = next(i for i, e in enumerate(self.layout) if e["send"] == send)
+        return self.lines[index]
+
+    def slot_line(self, slot: str) -> MLine:
+        index = next(i for i, e in enumerate(self.layout) if e["slot"] == slot)
         return self.lines[index]
 
     def ssrc(self, send: str) -> int:
@@ -81,7 +114,16 @@ class Site:
 
     # ---- publishing ----
 
-    def send_video(self, name: str = "camera", keyframe: bool | None = None, packets: int = 2) -> None:
+    def _send(self, name: str, seq: int, packet: bytes) -> None:
+        history = self._history.setdefault(name, {})
+        history[seq & 0xFFFF] = packet
+        history.pop((seq - 512) & 0xFFFF, None)
+        if (name, seq & 0xFFFF) in self.drop_sending:
+            self.drop_sending.discard((name, seq & 0xFFFF))
+            return
+        self.peer.send_rtp(packet)
+
+    def send_video(self, name: str = "camera", keyframe: bool | None = None, packets: int = 2, size: int = 300) -> None:
         """One frame of ``packets`` packets; a keyframe when asked, or after a PLI."""
         line = self.line(name)
         pt = line.codec("vp8").payload_type  # type: ignore[union-attr]
@@ -93,7 +135,8 @@ class Site:
         for i in range(packets):
             marker = i == packets - 1
             header = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, line.local_ssrc)
-            self.peer.send_rtp(header + vp8_payload(pid & 0x7FFF, keyframe, start=i == 0, fill=self.fill))
+            self.sent_ts.setdefault(name, {})[seq & 0xFFFF] = ts & 0xFFFFFFFF
+            self._send(name, seq, header + vp8_payload(pid & 0x7FFF, keyframe, start=i == 0, size=size, fill=self.fill))
             seq += 1
         self._seq[name], self._ts[name], self._pid[name] = seq, ts + 3000, pid + 1
 
@@ -105,8 +148,16 @@ class Site:
         ts = self._ts.setdefault("audio", 70000)
         header = struct.pack("!BBHII", 0x90, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, line.local_ssrc)
         ext = struct.pack("!HHBBH", 0xBEDE, 1, (ext_id << 4) | 0, 0x80 | level, 0)
-        self.peer.send_rtp(header + ext + b"\xfc" + bytes([self.fill]) * 80)
+        self._send("audio", seq, header + ext + b"\xfc" + bytes([self.fill]) * 80)
         self._seq["audio"], self._ts["audio"] = seq + 1, ts + 960
+
+    def send_sender_report(self, name: str, ntp: int, rtp_ts: int) -> None:
+        self.peer.send_rtcp(rtcp.build_sr(self.ssrc(name), ntp, rtp_ts, 1, 1))
+
+    def send_remb(self, bitrate: int) -> None:
+        """This site's bandwidth estimate for everything it receives."""
+        ssrcs = [line.remote_ssrcs[0] for line in self.lines if line.kind == "video" and line.remote_ssrcs]
+        self.peer.send_rtcp(rtcp.build_rr(self.lines[0].local_ssrc) + rtcp.build_remb(self.lines[0].local_ssrc, bitrate, ssrcs))
 
     # ---- receiving ----
 
@@ -119,22 +170,69 @@ class Site:
         if slot is None:
             return
         _b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
-        self.received[slot].packets.append((ssrc, seq, ts, b1 & 0x7F, packet[12:]))
+        off = payload_offset(packet)
+        if off is None:
+            return
+        line = self.slot_line(slot)
+        payload = packet[off:]
+        if ssrc in line.remote_rtx:             # a retransmission: original seq first
+            seq = struct.unpack_from("!H", payload)[0]
+            ssrc, payload = line.remote_rtx[ssrc], payload[2:]
+            self.received[slot].recovered.append(seq)
+        elif (slot, seq) in self.drop_receiving:   # lost on the way: the next packet shows the gap
+            self.drop_receiving.discard((slot, seq))
+            return
+        else:
+            self._note_gap(slot, line, ssrc, seq)
+        self.received[slot].packets.append((ssrc, seq, ts, b1 & 0x7F, payload))
+        self.raw[slot].append(packet)
         self._changed.set()
+
+    def _note_gap(self, slot: str, line: MLine, ssrc: int, seq: int) -> None:
+        """NACK the sequence numbers skipped before ``seq`` (video), like a browser."""
+        highest = self._highest.get(slot)
+        if highest is not None and line.kind == "video":
+            gap = (seq - highest) & 0xFFFF
+            if 1 < gap < 100:
+                missing = [(highest + k) & 0xFFFF for k in range(1, gap)]
+                self.peer.send_rtcp(rtcp.build_rr(line.local_ssrc) + rtcp.build_nack(line.local_ssrc, ssrc, missing))
+        if highest is None or 0 < ((seq - highest) & 0xFFFF) < 0x8000:
+            self._highest[slot] = seq
 
     def _on_rtcp(self, data: bytes) -> None:
         self.rtcp.append(data)
-        pos = 0
-        while pos + 12 <= len(data):
-            b0, pt, length = struct.unpack_from("!BBH", data, pos)
-            if pt == 206 and b0 & 0x1F == 1:
-                media_ssrc = struct.unpack_from("!I", data, pos + 8)[0]
-                for entry, line in zip(self.layout, self.lines):
-                    if entry["send"] and line.local_ssrc == media_ssrc:
-                        self.plis[entry["send"]] = self.plis.get(entry["send"], 0) + 1
-                        self.keyframe_wanted[entry["send"]] = True
-            pos += (length + 1) * 4
+        for packet in rtcp.parse_compound(data):
+            if isinstance(packet, rtcp.Pli):
+                name = self._published(packet.media_ssrc)
+                if name is not None:
+                    self.plis[name] = self.plis.get(name, 0) + 1
+                    self.keyframe_wanted[name] = True
+            elif isinstance(packet, rtcp.Nack):
+                name = self._published(packet.media_ssrc)
+                if name is not None:
+                    self.nacked.setdefault(name, []).extend(packet.seqs)
+                    self._retransmit(name, packet.seqs)
+            else:
+                self.reports.append(packet)
         self._changed.set()
+
+    def _published(self, ssrc: int) -> str | None:
+        for entry, line in zip(self.layout, self.lines):
+            if entry["send"] and line.local_ssrc == ssrc:
+                return entry["send"]  # type: ignore[no-any-return]
+        return None
+
+    def _retransmit(self, name: str, seqs: tuple[int, ...]) -> None:
+        line = self.line(name)
+        rtx = next((c for c in line.codecs if c.name == "rtx"), None)
+        for seq in seqs:
+            packet = self._history.get(name, {}).get(seq)
+            if packet is None or rtx is None:
+                continue
+            again = build_rtx(packet, rtx.payload_type, line.local_rtx_ssrc, self._rtx_seq)
+            self._rtx_seq += 1
+            if again is not None:
+                self.peer.send_rtp(again)
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         async def wait() -> None:
@@ -148,8 +246,8 @@ class Site:
 
 
 class Pump:
-    """Publishes for a set of sites at a real-ish pace (video 50 fps, audio 50 pps) until
-    stopped; owned by the test (``async with``)."""
+    """Publishes for a set of sites at a real-ish pace (50 frames/s of video, 50 audio
+    packets/s) until the ``async with`` block ends; keyframes only on a PLI (or first frame)."""
 
     def __init__(self, sites: list[Site], audio_levels: dict[Site, int] | None = None, video: bool = True):
         self.sites = sites
@@ -170,19 +268,12 @@ class Pump:
             pass
 
     async def _run(self) -> None:
-        frame = 0
         while True:
             for site in self.sites:
                 if site.layout[0]["send"] != "audio":
                     continue
                 site.send_audio(self.levels.get(site, 40))
                 if self.video:
-                    # keyframes only on a PLI (or the first frame): switches depend on it
                     site.send_video("camera")
-                    site.send_video("thumb", packets=1)
-            frame += 1
+                    site.send_video("thumb", packets=1, size=100)
             await asyncio.sleep(0.02)
-
-
-def monotonic() -> float:
-    return time.monotonic()

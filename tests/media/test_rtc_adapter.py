@@ -314,3 +314,66 @@ def test_mline_helpers() -> None:
     line = MLine(index=0, mid="0", kind="audio", direction="sendonly", local_ssrc=1, local_rtx_ssrc=2,
                  remote_ssrcs=(), remote_rtx={}, codecs=(), extensions={})
     assert line.sends and not line.receives and line.codec("opus") is None
+
+
+async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_session() -> None:
+    client, server, client_c, server_c = await connect_pair()
+    try:
+        c_lines, s_lines = client.negotiated(), server.negotiated()
+        old_server_agent = server._ice
+        # a re-offer with the same credentials gets the current answer; another peer's offer gets None
+        assert await server.answer_ice_restart(client.pc.localDescription.sdp) == server.pc.localDescription.sdp
+        stranger = PacketPeer(RTCPeerConnection(rtc_configuration()), LOOPBACK)
+        stranger.pc.addTransceiver("audio")
+        stranger.pc.addTransceiver("video")
+        stranger.pc.addTransceiver("video")
+        stranger.attach()
+        await stranger.pc.setLocalDescription(await stranger.pc.createOffer())
+        assert await server.answer_ice_restart(stranger.pc.localDescription.sdp) is None
+        await stranger.close()
+
+        offer = await client.offer_ice_restart()
+        answer = await server.answer_ice_restart(offer)
+        assert answer is not None
+        offered_ufrag = next(l for l in answer.splitlines() if l.startswith("a=ice-ufrag:"))
+        assert offered_ufrag not in server.pc.localDescription.sdp  # new credentials
+        assert _candidate_hosts(answer) == {"127.0.0.1"}
+        await client.accept_ice_restart_answer(answer)
+        await asyncio.gather(client.wait_ice_restart(10), server.wait_ice_restart(10))
+        assert server._ice is not old_server_agent and server.ice_restarts == 1
+        assert server.connected and client.connected
+
+        vp8 = s_lines[1].codec("vp8").payload_type  # type: ignore[union-attr]
+        for seq in range(5):
+            assert client.send_rtp(rtp(c_lines[1].local_ssrc, seq, seq * 3000, vp8))
+            assert server.send_rtp(rtp(s_lines[2].local_ssrc, seq, seq * 3000, vp8))
+        await server_c.wait_for(lambda: len(server_c.rtp) == 5)
+        await client_c.wait_for(lambda: len(client_c.rtp) == 5)
+        # a second restart works too (the DTLS session is still the first one)
+        offer = await client.offer_ice_restart()
+        await client.accept_ice_restart_answer(await server.answer_ice_restart(offer))  # type: ignore[arg-type]
+        await asyncio.gather(client.wait_ice_restart(10), server.wait_ice_restart(10))
+        assert server.send_rtp(rtp(s_lines[2].local_ssrc, 9, 9, vp8))
+        await client_c.wait_for(lambda: len(client_c.rtp) == 6)
+    finally:
+        await client.close()
+        await server.close()
+    assert server.pc.connectionState == "closed"
+
+
+def test_other_private_hooks_exist() -> None:
+    import pylibsrtp
+    from aiortc.rtcicetransport import RTCIceTransport
+    session_init = inspect.getsource(pylibsrtp.Session.__init__)
+    for name in ("self._cdata = ", "self._buffer = ", "self._srtp = "):
+        assert name in session_init, f"pylibsrtp.Session lost {name.split()[0]} (media/rtc_adapter._Srtp)"
+    from pylibsrtp._binding import lib
+    for fn in ("srtp_protect", "srtp_protect_rtcp", "srtp_unprotect", "srtp_unprotect_rtcp"):
+        _require_attr(lib, fn, "pylibsrtp._binding.lib")
+    init = inspect.getsource(RTCIceTransport.__init__)
+    assert "self._recv = self._connection.recv" in init and "self._send = self._connection.send" in init, \
+        "aiortc.RTCIceTransport._recv/_send (the DTLS reader's ICE hooks) changed"
+    assert "self._query_consent_task" in inspect.getsource(aioice.ice.Connection.__init__)
+    import asyncio.selector_events
+    assert "self._sock = sock" in inspect.getsource(asyncio.selector_events._SelectorTransport.__init__), \
+        "asyncio selector transports lost _sock (PacketPeer sends on the raw socket)"

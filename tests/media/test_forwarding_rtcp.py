@@ -1,0 +1,144 @@
+"""RTCP through the SFU with real aiortc peers on 127.0.0.1: NACK recovery under injected loss
+(upstream: the SFU NACKs the publisher; downstream: the SFU answers from its cache with RTX),
+Sender Reports translated into a slot's timestamp space, Receiver Reports and REMB toward
+publishers, and a subscriber whose REMB is low dropping to thumbnails."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import media
+from lienthong.config import Config
+from media import rtcp
+from tests.media.sfu_client import Pump, Site, complete
+from tests.media.test_forwarding import Member, close_all, join
+
+
+@pytest.fixture
+async def service():
+    config = Config()
+    config.media.candidate_addresses = ["127.0.0.1"]
+    config.media.gallery_slots = 2
+    config.media.audio_slots = 2
+    s = media.MediaService(config, CollectorRegistry())
+    await s.start()
+    yield s
+    await s.stop(1.0)
+
+
+async def three(service: media.MediaService) -> tuple[Member, Member, Member]:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2)
+    b = await join(service, "dn", fill=3)
+    return chair, a, b
+
+
+async def test_upstream_loss_is_nacked_and_recovered_for_subscribers(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        await chair.p.set_floor(a.id)
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: len(b.site.received["main"].packets) >= 10)
+            nxt = a.site._seq["camera"]
+            lost = {(nxt + 6) & 0xFFFF, (nxt + 7) & 0xFFFF}
+            a.site.drop_sending |= {("camera", s) for s in lost}
+            await a.site.until(lambda: lost <= set(a.site.nacked.get("camera", [])))
+            await b.site.until(lambda: lost <= set(b.site.received["main"].seqs()))
+        assert complete(b.site.received["main"].seqs())
+    finally:
+        await close_all(chair, a, b)
+
+
+async def test_downstream_loss_is_answered_from_the_cache_with_rtx(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        await chair.p.set_floor(a.id)
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: len(b.site.received["main"].packets) >= 10)
+            last = b.site.received["main"].seqs()[-1]
+            lost = {(last + 5) & 0xFFFF, (last + 9) & 0xFFFF}
+            b.site.drop_receiving |= {("main", s) for s in lost}
+            await b.site.until(lambda: lost <= set(b.site.received["main"].recovered))
+            await b.site.until(lambda: len(b.site.received["main"].packets) >= 40)
+        assert complete(b.site.received["main"].seqs())
+        assert not a.site.nacked.get("camera"), "the SFU asked the publisher for what it had cached"
+        rtx_ssrc = b.site.slot_line("main").remote_rtx
+        assert rtx_ssrc, "the SFU's answer declares an RTX stream for the slot"
+    finally:
+        await close_all(chair, a, b)
+
+
+async def test_sender_reports_are_translated_into_the_slot_timestamps(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: 2 in b.site.fills("main"))
+            await chair.p.set_floor(chair.id)       # b's main slot: the chair, then a again,
+            await b.site.until(lambda: 1 in b.site.fills("main"))
+            await chair.p.set_floor(a.id)           # so a's packets carry a non-zero offset
+            await b.site.until(lambda: b.site.fills("main")[-5:] == [2] * 5)
+        # one more frame of a, recognisable by its size, and a's SR naming that frame's time
+        frame_ts = a.site._ts["camera"]
+        a.site.send_video("camera", packets=1, size=77)
+        await b.site.until(lambda: any(len(p[4]) == 77 + 7 for p in b.site.received["main"].packets))
+        out_ts = next(p[2] for p in b.site.received["main"].packets if len(p[4]) == 77 + 7)
+        assert out_ts != frame_ts, "no offset: the test would prove nothing"
+        ntp = rtcp.ntp_from_unix(1_800_000_000.5)
+        a.site.send_sender_report("camera", ntp, frame_ts)
+        main_ssrc = b.site.slot_line("main").remote_ssrcs[0]
+
+        def translated() -> list[rtcp.SenderReport]:
+            return [r for r in b.site.reports if isinstance(r, rtcp.SenderReport) and r.ssrc == main_ssrc]
+        await b.site.until(lambda: bool(translated()))
+        sr = translated()[-1]
+        assert sr.ntp == ntp
+        assert sr.rtp_ts == out_ts, "the SR's RTP time does not name the same frame in the slot"
+        assert sr.packet_count > 0 and sr.octet_count > 0
+    finally:
+        await close_all(chair, a, b)
+
+
+async def test_publishers_get_receiver_reports_and_remb(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        await chair.p.set_floor(a.id)        # everyone's main slot: a's camera
+        async with Pump([chair.site, a.site, b.site]):
+            camera = a.site.ssrc("camera")
+            await chair.site.until(lambda: 2 in chair.site.fills("main"))
+            chair.site.send_remb(400_000)
+
+            def rr_for_camera() -> bool:
+                return any(isinstance(r, rtcp.ReceiverReport) and any(blk.ssrc == camera for blk in r.reports)
+                           for r in a.site.reports)
+
+            def low_remb() -> bool:
+                return any(isinstance(r, rtcp.Remb) and camera in r.ssrcs and r.bitrate <= 400_000 + 300_000
+                           for r in a.site.reports)
+            await a.site.until(rr_for_camera)
+            await a.site.until(low_remb)
+    finally:
+        await close_all(chair, a, b)
+
+
+async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        await chair.p.set_floor(a.id)
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: len(b.site.received["main"].packets) >= 10)
+            assert all(len(p[4]) > 200 for p in b.site.received["main"].packets)  # full layer: big packets
+            # once the SFU has measured a's bitrate (its first report to a), b says its link is weak
+            camera = a.site.ssrc("camera")
+            await a.site.until(lambda: any(isinstance(r, rtcp.ReceiverReport) and any(x.ssrc == camera for x in r.reports)
+                                           for r in a.site.reports))
+            b.site.send_remb(60_000)
+            got = len(b.site.received["main"].packets)
+            await b.site.until(lambda: any(len(p[4]) < 200 for p in b.site.received["main"].packets[got:]))
+            await b.site.until(lambda: len(b.site.received["main"].packets) >= got + 20)
+            # still a's picture, still one continuous stream
+            assert set(b.site.fills("main")[got:]) == {2}
+            assert complete(b.site.received["main"].seqs())
+            assert b.p.snapshot()["slots"]["main"] == a.id
+    finally:
+        await close_all(chair, a, b)
