@@ -236,6 +236,12 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                         await site.video_from(other.id)
                         await site.audio_from(other.id)
                 await site.until(SLOTS_PAINT_THEIR_SITES_JS, COLOURS)
+            # The camera goes out as two layers: the full one, and a thumbnail of ~320x180 capped at 150 kbps.
+            await chair.until("() => { const s = window.lienthong.sending; return s.camera && s.thumb"
+                              " && s.camera.framesEncoded > 0 && s.thumb.framesEncoded > 0; }")
+            sending = await chair.state("sending")
+            assert sending["thumb"]["width"] <= 320 < sending["camera"]["width"] <= 1280, sending
+            assert await chair.state("sendLimits.thumb") == 150_000
 
             # Lào Cai asks to speak: the chair sees it in its queue.  Hà Nội mutes its microphone:
             # the others see it.
@@ -325,5 +331,61 @@ async def test_a_site_that_loses_its_websocket_keeps_its_place_and_media_and_sur
             await chair.video_from(site.id)
             for page in (chair, site):
                 assert page.errors == [], (page.unit, page.errors)
+        finally:
+            await browser.close()
+
+
+async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running: Running, tmp_path: Path) -> None:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    async with async_playwright() as pw:
+        browser = await launch_chromium(pw)
+        try:
+            sites = {unit: await open_site(browser, running, created, unit) for unit in (CHAIR, HA_NOI, LAO_CAI)}
+            chair, ha_noi, lao_cai = sites[CHAIR], sites[HA_NOI], sites[LAO_CAI]
+            for site in sites.values():
+                await site.until("() => window.lienthong.joined && window.lienthong.participants.length === 3",
+                                 timeout=JOIN_MS)
+                site.id = await site.state("me.id")
+            chair.page.on("dialog", lambda dialog: dialog.accept())  # "remove this site?", "end the meeting?"
+
+            def control(site: Site, action: str) -> Any:
+                return chair.page.locator(f'#participants li[data-participant="{site.id}"] button[data-action="{action}"]')
+
+            # Mute a site: its page turns its microphone off and says why; the chair can undo it.
+            await control(ha_noi, "mute_site").click()
+            await ha_noi.until("() => window.lienthong.localTracks.audio === false"
+                               " && window.lienthong.participants.some((p) => p.id === window.lienthong.me.id"
+                               " && p.muted_by_chair)")
+            assert await ha_noi.page.inner_text("#status") == "Chủ trì đã tắt micrô của điểm cầu"
+            assert await ha_noi.page.inner_text("#btn-mic") == "Bật micrô"
+            await chair.until("(id) => window.lienthong.participants.some((p) => p.id === id && p.muted_by_chair)",
+                              ha_noi.id)
+            assert await control(ha_noi, "mute_site").inner_text() == "Bật micrô điểm cầu"
+
+            # Lock: every page shows it.
+            await chair.page.click("#btn-lock")
+            for site in sites.values():
+                await site.until("() => window.lienthong.locked === true")
+                assert await site.page.is_visible("#locked-badge")
+
+            # Remove Lào Cai: its page says so and stops; the others see it go.
+            await control(lao_cai, "remove_site").click()
+            await lao_cai.until("() => window.lienthong.phase === 'closed' && window.lienthong.closedReason === 'removed'")
+            assert await lao_cai.page.inner_text("#notice-text") == "Chủ trì đã mời điểm cầu rời cuộc họp."
+            for site in (chair, ha_noi):
+                await site.until("(id) => !window.lienthong.participants.some((p) => p.id === id)", lao_cai.id)
+
+            # End: every remaining page closes with the reason, and does not try to reconnect.
+            await chair.page.click("#btn-end")
+            for site in (chair, ha_noi):
+                await site.until("() => window.lienthong.phase === 'closed' && window.lienthong.closedReason === 'ended'")
+                assert await site.page.inner_text("#notice-text") == "Cuộc họp đã kết thúc."
+            assert await ha_noi.state("connects") == 1
+            for site in sites.values():
+                assert site.errors == [], (site.unit, site.errors)
         finally:
             await browser.close()

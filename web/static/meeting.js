@@ -42,7 +42,9 @@
     renderedFrames: {},       // slot name -> frames painted by its <video> (requestVideoFrameCallback)
     audioPacketsReceived: 0,
     audioPacketsBySlot: {},
-    quality: { loss: null, rtt: null, bitrateKbps: null, level: "unknown" },
+    quality: { loss: null, rtt: null, bitrateKbps: null, sendKbps: null, level: "unknown" },  // bitrate received, sent
+    sending: {},              // camera/thumb/screen -> {width, height, framesEncoded} of what this site sends
+    sendLimits: {},           // send kind -> maxBitrate set on its sender
     errors: [],               // error messages from the server
     localTracks: { audio: false, camera: false, thumb: false, screen: false },
     deviceError: null,
@@ -294,6 +296,7 @@
       params.encodings[0].maxFramerate = 15;
       if (factor > 1.01) params.encodings[0].scaleResolutionDownBy = factor;
       await transceiver.sender.setParameters(params);
+      state.sendLimits.thumb = transceiver.sender.getParameters().encodings[0].maxBitrate;
     } catch (e) { /* Firefox before negotiation: sendEncodings already set the bitrate */ }
   }
 
@@ -435,15 +438,17 @@
 
   async function collectStats() {
     if (!pc) return;
-    const midToSlot = {}, trackToSlot = {};
+    const midToSlot = {}, trackToSlot = {}, midToSend = {};
     transceivers.forEach((tr, i) => {
+      if (layout[i] && layout[i].send && tr.mid !== null) midToSend[tr.mid] = layout[i].send;
       if (!layout[i] || !layout[i].slot) return;
       if (tr.mid !== null) midToSlot[tr.mid] = layout[i].slot;
       if (tr.receiver.track) trackToSlot[tr.receiver.track.id] = layout[i].slot;
     });
     const report = await pc.getStats();
-    let audioPackets = 0, bytes = 0, lost = 0, received = 0, rtt = null;
+    let audioPackets = 0, bytes = 0, lost = 0, received = 0, rtt = null, sentBytes = 0;
     const frames = {};
+    const sending = {};
     const audioBySlot = {};
     report.forEach((s) => {
       if (s.type === "inbound-rtp") {
@@ -457,6 +462,10 @@
           audioPackets += s.packetsReceived || 0;
           if (slot) audioBySlot[slot] = s.packetsReceived || 0;
         }
+      } else if (s.type === "outbound-rtp") {
+        sentBytes += s.bytesSent || 0;
+        const kind = midToSend[s.mid];
+        if (kind && s.kind === "video") sending[kind] = { width: s.frameWidth || 0, height: s.frameHeight || 0, framesEncoded: s.framesEncoded || 0 };
       } else if (s.type === "candidate-pair" && (s.selected || s.nominated) && s.state === "succeeded") {
         if (typeof s.currentRoundTripTime === "number") rtt = s.currentRoundTripTime;
       } else if (s.type === "remote-inbound-rtp" && rtt === null && typeof s.roundTripTime === "number") {
@@ -476,6 +485,7 @@
         state.renderedFrames[slot] = el.media.getVideoPlaybackQuality().totalVideoFrames;
       }
     }
+    state.sending = sending;
     state.framesDecoded = frames;
     state.audioPacketsReceived = audioPackets;
     state.audioPacketsBySlot = audioBySlot;
@@ -487,10 +497,11 @@
       const kbps = seconds > 0 ? (8 * (bytes - lastInbound.bytes)) / seconds / 1000 : 0;
       const rttMs = rtt === null ? null : Math.round(rtt * 1000);
       const level = loss > 5 || (rttMs !== null && rttMs > 400) ? "poor" : loss > 1 || (rttMs !== null && rttMs > 150) ? "fair" : "good";
-      state.quality = { loss: Math.round(loss * 10) / 10, rtt: rttMs, bitrateKbps: Math.round(kbps), level };
+      const sendKbps = seconds > 0 ? (8 * (sentBytes - lastInbound.sentBytes)) / seconds / 1000 : 0;
+      state.quality = { loss: Math.round(loss * 10) / 10, rtt: rttMs, bitrateKbps: Math.round(kbps), sendKbps: Math.round(sendKbps), level };
       renderQuality();
     }
-    lastInbound = { at: now, bytes, lost, received };
+    lastInbound = { at: now, bytes, lost, received, sentBytes };
   }
 
   function renderQuality() {
@@ -498,7 +509,7 @@
     const el = $("quality");
     el.className = "quality " + q.level;
     $("quality-label").textContent = t("meeting.quality." + q.level);
-    $("quality-detail").textContent = t("meeting.quality.detail", { loss: q.loss, rtt: q.rtt === null ? "–" : q.rtt, bitrate: q.bitrateKbps });
+    $("quality-detail").textContent = t("meeting.quality.detail", { loss: q.loss, rtt: q.rtt === null ? "–" : q.rtt, bitrate: q.bitrateKbps, send: q.sendKbps });
   }
 
   // ---- local controls ----
