@@ -87,7 +87,10 @@ class MailService:
         worker = self.worker
         if worker is None:  # a child without delivery: the primary's worker takes the id
             def to_primary(envelope: Any, parts: tuple[bytes, ...]) -> None:
-                os.write(1, f"Q {envelope.id}\n".encode())
+                try:
+                    os.write(1, f"Q {envelope.id}\n".encode())
+                except OSError:
+                    pass  # the primary is gone; its restart's spool scan delivers the message
             return to_primary
         notify = getattr(worker, "notify", None)
         if notify is None:
