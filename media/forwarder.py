@@ -548,12 +548,25 @@ class RoomForwarder:
             try:
                 self.send_nacks(now)
                 if ticks % SLOW_TICKS == 0:
+                    await self.reap(now)
                     self.tick(now)
                 if now - last_report >= REPORT_INTERVAL:
                     self.send_reports(now, now - last_report)
                     last_report = now
             except Exception:
                 log.exception("forwarder tick failed", extra={"room": self.room.id})
+
+    async def reap(self, now: float) -> None:
+        """Drop the endpoints whose media path died (the page closed its connection, or ICE
+        failed and was not restarted): their sources stop feeding slots, their connection is
+        closed.  The participant keeps its place: a new offer builds a new endpoint; leaving
+        is the signalling side's decision (its grace period)."""
+        dead = [e for e in self.endpoints.values() if e.peer.failed]
+        for endpoint in dead:
+            log.info("media connection lost", extra={"room": self.room.id, "participant": endpoint.id})
+            await self._drop_endpoint(endpoint, now)
+        if dead:
+            self._wire(now)
 
     def send_nacks(self, now: float) -> None:
         """Ask publishers again for the packets that did not arrive (video, NACK negotiated)."""

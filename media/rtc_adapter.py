@@ -502,6 +502,13 @@ class PacketPeer:
             raise ConnectionError("the DTLS-SRTP session failed or closed")
 
     @property
+    def failed(self) -> bool:
+        """The media path is gone for good: the DTLS session closed or failed (the remote peer
+        closed it, or ICE died and no restart came within ICE_RESTART_GRACE) and not by ``close``."""
+        dtls = self._dtls
+        return not self._closed and dtls is not None and dtls.state in ("closed", "failed")
+
+    @property
     def connected(self) -> bool:
         """DTLS-SRTP keys are up and the ICE agent has a selected pair (media can flow)."""
         return self._tx is not None and self._ice is not None and bool(self._ice._nominated)

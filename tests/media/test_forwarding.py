@@ -48,6 +48,8 @@ async def service():
 
 
 class Member:
+    site: Site
+
     def __init__(self, participant: media.Participant, inbox: Inbox, site: Site):
         self.p, self.inbox, self.site = participant, inbox, site
 
@@ -230,6 +232,34 @@ async def test_ice_restart_on_the_same_connection_keeps_streams_continuous(servi
             await a.site.until(lambda: len(a.site.received["chair"].packets) >= got_a + 20)
             await chair.site.until(lambda: len(chair.site.received["main"].packets) >= got_chair + 20)
         assert continuous(a.site.received["chair"].seqs()) and continuous(chair.site.received["main"].seqs())
+    finally:
+        await close_all(chair, a)
+
+
+async def poll(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll internal state that has no event of its own, with a deadline."""
+    async def wait() -> None:
+        while not predicate():
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(wait(), timeout)
+
+
+async def test_a_dead_connection_is_dropped_and_the_place_kept(service: media.MediaService) -> None:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2)
+    try:
+        forwarder = service._forwarders["r"]
+        async with Pump([chair.site, a.site]):
+            await chair.site.until(lambda: 2 in chair.site.fills("main"))
+            await a.site.close()                  # the page closed its peer connection
+            await poll(lambda: forwarder.endpoint(a.id) is None)
+            assert a.id in [m["id"] for m in service.room_state("r")["members"]]  # type: ignore[index]
+        a.site = Site(a.p.layout(), fill=2)       # the page comes back with a new connection
+        await a.site.connect(a.p.answer)
+        chair_got = len(chair.site.received["main"].packets)
+        async with Pump([chair.site, a.site]):
+            await a.site.until(lambda: 1 in a.site.fills("chair"))
+            await chair.site.until(lambda: len(chair.site.received["main"].packets) >= chair_got + 10)
     finally:
         await close_all(chair, a)
 
