@@ -365,6 +365,10 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
             await chair.until("(id) => window.lienthong.participants.some((p) => p.id === id && p.muted_by_chair)",
                               ha_noi.id)
             assert await control(ha_noi, "mute_site").inner_text() == "Bật micrô điểm cầu"
+            assert await ha_noi.page.is_disabled("#btn-mic")
+            await control(ha_noi, "mute_site").click()  # the chair allows it to unmute again
+            await ha_noi.until("() => !document.getElementById('btn-mic').disabled")
+            assert await ha_noi.page.inner_text("#status") == "Chủ trì đã cho phép bật micrô"
 
             # Lock: every page shows it.
             await chair.page.click("#btn-lock")

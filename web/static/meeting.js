@@ -70,6 +70,7 @@
   let lastInbound = null;
   let iceTimer = null;        // a "disconnected" ICE state that does not recover leads to an ICE restart
   let negotiating = false;
+  let hasMic = false;
   let msgId = 0;
   const backoff = { attempt: 0 };
   const slotElements = {};    // slot name -> {video|audio element, tile}
@@ -113,8 +114,13 @@
       clearInterval(pingTimer);
       if (state.phase === "closed") return;
       if (ev.code === 1001 && ev.reason === "server_closing") return closeRoom("server_closing");
-      if (ev.code === 1011 || ev.code === 4003 || ev.code === 4004 || ev.code === 4005 || ev.code === 4007) {
-        // Final: the server said why (refused, media unavailable, ended, removed, replaced).
+      // Final closes (docs/signalling.md, Closing): no reconnect.  A "closed" message usually came first.
+      if (ev.code === 4004) return closeRoom("ended");
+      if (ev.code === 4005) return closeRoom("removed");
+      if (ev.code === 4006) return closeRoom("left");
+      if (ev.code === 4007) return closeRoom("replaced");
+      if (ev.code === 1011 || ev.code === 4003) {
+        // The server said why in a "refused" or "error" message (refused link, media unavailable).
         const last = state.errors[state.errors.length - 1];
         const text = last && ((config.lang === "vi" && last.message_vi) || last.message);
         return closeRoom(state.closedReason || ev.reason || "connection_lost", state.refused ? state.refused.message : text);
@@ -179,11 +185,11 @@
     if (msg.meeting_title) $("meeting-title").textContent = msg.meeting_title;
     setStatus(t("meeting.joined"));
     if (msg.speaker !== undefined) state.speaker = msg.speaker;
+    // Now, not after startMedia's awaits: a "slots" event arriving meanwhile is newer than this.
+    onSlots(msg.slots || {});
     if (resumed) {
       // Same place, same peer connection: restart ICE if the media path broke too.  An offer
       // sent on the dropped socket will never be answered.
-      onSlots(msg.slots || {});
-      render();
       if (negotiating) await abandonOffer();
       if (msg.ice_restart || ["failed", "disconnected"].includes(pc.iceConnectionState)) await restartIce();
       return;
@@ -192,7 +198,6 @@
     stopMedia();
     layout = msg.layout || [];
     await startMedia(msg.ice_servers || []);
-    onSlots(msg.slots || {});
     render();
   }
 
@@ -219,18 +224,25 @@
     const video = { width: { ideal: 1280, max: 1280 }, height: { ideal: 720, max: 720 }, frameRate: { ideal: 30, max: 30 } };
     if (cameraId) video.deviceId = { exact: cameraId };
     const audio = micId ? { deviceId: { exact: micId } } : true;
-    try {
-      return await navigator.mediaDevices.getUserMedia({ audio, video });
-    } catch (e) {
-      // A stored device that is gone: try the defaults before giving up.
+    const gum = (constraints) => navigator.mediaDevices.getUserMedia(constraints);
+    const anyCamera = { width: { ideal: 1280, max: 1280 }, height: { ideal: 720, max: 720 } };
+    // The chosen devices; else the defaults (a stored device may be gone); else whichever of the
+    // two exists (a room with a microphone and no camera still speaks, and the reverse).
+    let lastError = null;
+    const attempts = [{ audio, video }, { audio: true, video: anyCamera }, { audio: true }, { video: anyCamera }];
+    for (const [i, constraints] of attempts.entries()) {
       try {
-        return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
-      } catch (e2) {
-        state.deviceError = e2.name || String(e2);
-        setNotice(t("meeting.device_error", { error: state.deviceError }), false);
-        return null;
-      }
+        const stream = await gum(constraints);
+        if (i >= 2) {  // only one of the two: say what failed
+          state.deviceError = lastError.name || String(lastError);
+          setNotice(t("meeting.device_error", { error: state.deviceError }), false);
+        }
+        return stream;
+      } catch (e) { lastError = e; }
     }
+    state.deviceError = lastError ? lastError.name || String(lastError) : "unknown";
+    setNotice(t("meeting.device_error", { error: state.deviceError }), false);
+    return null;
   }
 
   async function makeThumb(track) {
@@ -275,6 +287,10 @@
       if (track) state.localTracks[entry.send] = true;
       if (entry.send === "thumb" && track) scaleThumb(tr, cam);
     }
+    // Others see which of camera and microphone this site really has.
+    if (state.me.role !== "observer" && (!mic || !cam)) send("media_state", { audio: Boolean(mic), video: Boolean(cam) });
+    hasMic = Boolean(mic);
+    $("btn-cam").disabled = !cam;
     prepareSlotElements();
     state.layout = layout;
     state.transceiverKinds = transceivers.map((tr) => tr.receiver.track.kind);
@@ -696,6 +712,8 @@
     }
     $("no-hands").hidden = state.hands.length > 0;
     const mine = me && participant(me.id);
+    // Muted by the chair: the SFU drops this site's audio anyway; the button waits for the chair.
+    $("btn-mic").disabled = !hasMic || Boolean(mine && mine.muted_by_chair);
     $("btn-hand").textContent = t(mine && mine.hand ? "meeting.lower_hand" : "meeting.raise_hand");
     $("btn-hand").classList.toggle("active", Boolean(mine && mine.hand));
   }
@@ -718,7 +736,8 @@
     clearInterval(pingTimer);
     clearInterval(statsTimer);
     const known = { ended: "meeting.ended", removed: "meeting.removed", left: "meeting.left",
-                    server_closing: "meeting.server_closing", connection_lost: "meeting.connection_lost" };
+                    server_closing: "meeting.server_closing", connection_lost: "meeting.connection_lost",
+                    replaced: "meeting.replaced" };
     const text = message || t(known[reason] || "meeting.connection_lost");
     setNotice(text, reason === "server_closing" || reason === "connection_lost" || reason === "left");
     setStatus(text);
