@@ -1,0 +1,128 @@
+"""Slot assignment (pure ``assign_slots``) and, over real aiortc peers, the active speaker taking
+the main slot and observers receiving only."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import media
+from lienthong.config import Config
+from media.forwarder import assign_slots
+from media.room import Member, Room
+from tests.media.sfu_client import Pump, Site
+from tests.media.test_forwarding import Inbox, close_all, join
+
+
+def room_of(*members: tuple[str, str]) -> Room:
+    room = Room("r")
+    for mid, role in members:
+        room.add(Member(mid, mid, mid.upper(), role))  # type: ignore[arg-type]
+    return room
+
+
+def slots(room: Room, who: str, previous: dict[str, str | None] | None = None, *, speaker: str | None = None,
+          loudest: tuple[str, ...] = (), gallery: int = 3, audio: int = 2) -> dict[str, str | None]:
+    return assign_slots(room, who, previous or {}, gallery_slots=gallery, audio_slots=audio,
+                        speaker=speaker, loudest=list(loudest))
+
+
+def test_main_is_the_floor_then_the_speaker_then_who_was_there() -> None:
+    room = room_of(("c", "chair"), ("a", "site"), ("b", "site"), ("d", "site"))
+    first = slots(room, "b")
+    assert first["main"] == "a" and first["chair"] == "c"          # first site in join order
+    assert slots(room, "b", first, speaker="d")["main"] == "d"
+    assert slots(room, "b", first, speaker="b")["main"] == "a"      # never yourself: keep the last one
+    room.set_floor("c", "d")
+    assert slots(room, "b", first, speaker="a")["main"] == "d"
+    assert slots(room, "d", speaker="a")["main"] == "a"             # the floor holder sees the speaker
+
+
+def test_chair_sees_sites_and_no_one_sees_observers_or_themselves() -> None:
+    room = room_of(("c", "chair"), ("o", "observer"), ("a", "site"), ("b", "site"))
+    for who in ("c", "a", "b", "o"):
+        got = slots(room, who)
+        assert who not in got.values() and "o" not in got.values()
+    assert slots(room, "c")["chair"] is None
+    assert slots(room, "o")["chair"] == "c"
+
+
+def test_gallery_takes_the_others_speakers_first_and_keeps_places() -> None:
+    room = room_of(("c", "chair"), *[(f"s{i}", "site") for i in range(6)])
+    first = slots(room, "s0", gallery=3)
+    assert first["main"] == "s1"
+    assert [first[f"gallery-{k}"] for k in range(3)] == ["s2", "s3", "s4"]
+    # s5 starts speaking: it takes a freed place, the others keep theirs
+    second = slots(room, "s0", first, gallery=3, loudest=("s5", "s3"), speaker="s1")
+    gallery = [second[f"gallery-{k}"] for k in range(3)]
+    assert "s5" in gallery and gallery[1] == "s3"
+    assert gallery.index("s5") in (0, 2)
+
+
+def test_audio_is_the_floor_then_the_loudest_and_never_a_muted_site() -> None:
+    room = room_of(("c", "chair"), ("a", "site"), ("b", "site"), ("d", "site"))
+    room.set_floor("c", "d")
+    got = slots(room, "c", loudest=("b", "a"), audio=2)
+    assert [got["audio-0"], got["audio-1"]] == ["d", "b"]
+    room.mute_site("c", "b")
+    got = slots(room, "c", got, loudest=("b", "a"), audio=2)
+    assert "b" not in (got["audio-0"], got["audio-1"]) and got["audio-0"] == "d"
+
+
+def test_screen_slot_follows_who_shares() -> None:
+    room = room_of(("c", "chair"), ("a", "site"), ("b", "site"))
+    assert slots(room, "b")["screen"] is None
+    room.set_media_state("a", screen=True)
+    assert slots(room, "b")["screen"] == "a" and slots(room, "a")["screen"] is None
+
+
+# ---- over aiortc ----
+
+@pytest.fixture
+async def service():
+    config = Config()
+    config.media.candidate_addresses = ["127.0.0.1"]
+    config.media.gallery_slots = 2
+    config.media.audio_slots = 2
+    s = media.MediaService(config, CollectorRegistry())
+    await s.start()
+    yield s
+    await s.stop(1.0)
+
+
+async def test_the_active_speaker_takes_the_main_slot(service: media.MediaService) -> None:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2)
+    b = await join(service, "dn", fill=3)
+    try:
+        silent = 127
+        levels = {chair.site: silent, a.site: silent, b.site: 10}   # b speaks
+        async with Pump([chair.site, a.site, b.site], audio_levels=levels):
+            await a.inbox.wait_for(lambda e: e == {"type": "speaker", "participant": b.id})
+            await chair.inbox.wait_for(lambda e: e["type"] == "slots" and e["slots"]["main"] == b.id)
+            await chair.site.until(lambda: chair.site.fills("main")[-3:] == [3, 3, 3])
+            assert service.room_state("r")["speaker"] == b.id  # type: ignore[index]
+            levels[b.site], levels[a.site] = silent, 10              # now a speaks
+            await chair.inbox.wait_for(lambda e: e == {"type": "speaker", "participant": a.id})
+            await chair.site.until(lambda: chair.site.fills("main")[-3:] == [2, 2, 2])
+    finally:
+        await close_all(chair, a, b)
+
+
+async def test_an_observer_receives_only(service: media.MediaService) -> None:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2)
+    inbox = Inbox()
+    o = await service.join_room(room_id="r", site_id="obs", site_name="Obs", role="observer", on_event=inbox)
+    site = Site(o.layout(), fill=9)
+    try:
+        await site.connect(o.answer)
+        assert {line.direction for line in site.lines} == {"recvonly"}
+        assert service._forwarders["r"].endpoint(o.id).sources == {}  # type: ignore[union-attr]
+        async with Pump([chair.site, a.site]):
+            await site.until(lambda: 2 in site.fills("main") and 1 in site.fills("chair"))
+            await site.until(lambda: {1, 2} <= set(site.fills("audio-0") + site.fills("audio-1")))
+        assert o.id not in a.p.snapshot()["slots"].values()
+    finally:
+        await site.close()
+        await close_all(chair, a)
