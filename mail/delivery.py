@@ -49,6 +49,9 @@ log = logging.getLogger("mail.delivery")
 # Content of just-accepted messages kept in memory for their first attempt, at most this many
 # bytes in all; beyond it (a backlog), the first attempt reads the spool file like a retry.
 MEMORY_BUDGET = 64 * 1024 * 1024
+# A spool-scanning worker leaves alone a never-tried message it was not told about for this
+# long: another process (mail.workers > 1) accepted it and makes its first attempt.
+FIRST_ATTEMPT_GRACE = 600.0
 # Idle connections to remote hosts are closed after this many seconds.
 IDLE_TIMEOUT = 10.0
 
@@ -68,7 +71,8 @@ class Queued:
     env: Envelope
     content: bytes | None  # in memory until the first attempt (notify), else None: read the file
     stamp: Stamp  # the .env the worker last read or wrote, to notice the queue CLI's edits
-    due: float = 0.0  # when it waits in the heap: its next try
+    state: str = "new"  # ready | waiting (in the heap, until ``due``) | running | held
+    due: float = 0.0
 
 
 def _stamp(path: str) -> Stamp:
@@ -81,22 +85,28 @@ def _stamp(path: str) -> Stamp:
 
 class DeliveryWorker:
     def __init__(self, config: MailConfig, spool: Spool, directory: Directory, mx: MxResolver, metrics: MailMetrics,
-                 dkim: DkimSigner, clock: Callable[[], float] = time.time):
+                 dkim: DkimSigner, clock: Callable[[], float] = time.time, scans_spool: bool = True,
+                 first_attempt_grace: float = FIRST_ATTEMPT_GRACE):
+        """``scans_spool=False``: a worker process's delivery, which only makes the first attempt
+        of what its own process accepted (``notify``) and leaves retries, with the envelope
+        saved, to the process that scans the spool.  That one, after its start-up scan, leaves
+        a message it was not told about alone while it is fresh (never tried, queued less than
+        ``first_attempt_grace`` seconds ago): another process is making its first attempt."""
         self.config, self.spool, self.directory, self.mx = config, spool, directory, mx
         self.metrics, self.dkim, self.clock = metrics, dkim, clock
+        self.scans_spool, self.first_attempt_grace = scans_spool, first_attempt_grace
         self.pool = ConnectionPool(config.per_destination_concurrency, IDLE_TIMEOUT)
         self.tls = TlsContexts()
         self._messages: dict[str, Queued] = {}  # every message known, whatever its state
         self._ready: deque[str] = deque()  # due now, waiting for a delivery slot
         self._timers: list[tuple[float, str]] = []  # (next try, id); stale entries skipped
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._held: set[str] = set()
         self._removing: set[str] = set()  # finished, removal from the spool under way
         self._removals: list[str] = []
         self._memory = 0  # bytes of content held in Queued.content
         self._wake = asyncio.Event()
         self._removal_wake = asyncio.Event()
-        self._scan_requested = True
+        self._scan_requested = False
         self._task: asyncio.Task[None] | None = None
         self._remover: asyncio.Task[None] | None = None
         self._delivered = metrics.deliveries.labels("delivered")
@@ -106,6 +116,10 @@ class DeliveryWorker:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.scans_spool:
+            # Before this returns, so before any other process starts accepting: the start-up
+            # scan takes every message on disk, fresh or not.
+            self._scan(startup=True)
         self._task = asyncio.create_task(self._run(), name="mail-delivery")
         self._remover = asyncio.create_task(self._remove_batches(), name="mail-delivery-removals")
 
@@ -145,23 +159,27 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """Scan the spool soon (the queue CLI changed it, or a test wants no wait)."""
-        self._scan_requested = True
-        self._wake.set()
+        if self.scans_spool:
+            self._scan_requested = True
+            self._wake.set()
 
     # -- scheduling ----------------------------------------------------------------------------
 
     def _schedule(self, q: Queued) -> None:
         env = q.env
         if env.hold:
-            self._held.add(env.id)
+            q.state = "held"
             self._drop_content(q)
         elif not env.pending:
             self._finish(q)  # nothing left to do (a crash cut it between delivery and removal)
         elif env.next_try <= self.clock():
+            q.state = "ready"
             self._ready.append(env.id)
             self._start_ready()
+        elif not self.scans_spool:
+            self._forget(env.id)  # its retries belong to the process that scans the spool
         else:
-            q.due = env.next_try
+            q.state, q.due = "waiting", env.next_try
             heapq.heappush(self._timers, (q.due, env.id))
             self._drop_content(q)
             self._wake.set()  # the loop's sleep may need to be shorter
@@ -171,19 +189,27 @@ class DeliveryWorker:
         while self._ready and len(self._running) < limit:
             queue_id = self._ready.popleft()
             q = self._messages.get(queue_id)
-            if q is None or queue_id in self._running:
-                continue
+            if q is None or q.state != "ready":
+                continue  # a stale entry: forgotten or rescheduled meanwhile
+            q.state = "running"
             task = asyncio.create_task(self._attempt(q), name=f"deliver-{queue_id}")
             self._running[queue_id] = task
             task.add_done_callback(lambda t, i=queue_id: self._attempt_done(i))
 
     def _attempt_done(self, queue_id: str) -> None:
-        self._running.pop(queue_id, None)
+        task = self._running.pop(queue_id, None)
+        q = self._messages.get(queue_id)
+        if q is not None and q.state == "running" and task is not None and not task.cancelled():
+            # Every way out of an attempt reschedules or forgets the message; never leave it stuck.
+            log.error("delivery attempt ended without a decision; retrying later", extra={"queue_id": queue_id})
+            q.env.next_try = self.clock() + self.config.retry_first
+            self._schedule(q)
         if self._ready:
             self._start_ready()
 
     async def _run(self) -> None:
-        next_scan = 0.0
+        next_scan = self.clock() + self.config.scan_interval if self.scans_spool else float("inf")
+        self._scan_requested = False
         next_idle_close = time.monotonic() + IDLE_TIMEOUT
         while True:
             self._wake.clear()
@@ -198,23 +224,23 @@ class DeliveryWorker:
             while self._timers and self._timers[0][0] <= now:
                 due, queue_id = heapq.heappop(self._timers)
                 q = self._messages.get(queue_id)
-                if q is not None and q.due == due and queue_id not in self._running:
-                    q.due = 0.0
+                if q is not None and q.state == "waiting" and q.due == due:
+                    q.state = "ready"
                     self._ready.append(queue_id)
             self._start_ready()
             self.metrics.queue_size.set(len(self._messages))
             if time.monotonic() >= next_idle_close:
                 await self.pool.close_idle()
                 next_idle_close = time.monotonic() + IDLE_TIMEOUT / 2
-            wait = next_scan - now
+            wait = min(next_scan - now, IDLE_TIMEOUT / 2)
             if self._timers:
                 wait = min(wait, self._timers[0][0] - now)
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wait, IDLE_TIMEOUT / 2)))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
             except TimeoutError:
                 pass
 
-    def _scan(self) -> None:
+    def _scan(self, startup: bool = False) -> None:
         """Reconcile with the spool folder: new files, envelopes edited by the queue CLI, deletions."""
         queue = str(self.spool.queue)
         on_disk: set[str] = set()
@@ -230,19 +256,22 @@ class DeliveryWorker:
                     except FileNotFoundError:
                         continue
                     stamps[name[:-4]] = (st.st_ino, st.st_mtime_ns)
-        for queue_id in [i for i in self._messages if i not in on_disk and i not in self._running]:
+        for queue_id in [i for i, q in self._messages.items() if i not in on_disk and q.state != "running"]:
             self._forget(queue_id)  # deleted with the queue CLI
+        fresh_since = self.clock() - self.first_attempt_grace
         for queue_id in on_disk:
-            if queue_id in self._removing or queue_id in self._running:
+            if queue_id in self._removing:
                 continue
             q = self._messages.get(queue_id)
             stamp = stamps.get(queue_id)
-            if q is not None and q.stamp == stamp:
+            if q is not None and (q.stamp == stamp or q.state == "running"):
                 continue
             try:
                 env = self.spool.load(queue_id)
             except (FileNotFoundError, ValueError, TypeError, KeyError):
                 continue  # removed meanwhile, or being replaced
+            if q is None and not startup and env.attempts == 0 and env.received_at > fresh_since:
+                continue  # another process accepted it and is making its first attempt
             if q is not None:
                 self._unschedule(q)
                 q.env, q.stamp = env, stamp
@@ -251,12 +280,7 @@ class DeliveryWorker:
             self._schedule(q)
 
     def _unschedule(self, q: Queued) -> None:
-        q.due = 0.0  # its heap entry, if any, is now stale
-        self._held.discard(q.env.id)
-        try:
-            self._ready.remove(q.env.id)
-        except ValueError:
-            pass
+        q.state = "new"  # its heap or ready-queue entry, if any, is now stale
 
     def _forget(self, queue_id: str) -> None:
         q = self._messages.pop(queue_id, None)
