@@ -193,6 +193,7 @@ class RelaySMTP(SMTP):
         self.require_starttls = tls_context and require_starttls
         self._timeout_duration = timeout
         self._timeout_handle = None
+        self._deadline = 0.0
         self._tls_handshake_okay = True
         self._tls_protocol = None
         self._original_transport = None
@@ -248,6 +249,19 @@ class RelaySMTP(SMTP):
             self._tls_protocol = transport  # type: ignore[assignment]
             assert self.session is not None
             self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd cancels and re-creates a timer on every command; here the deadline moves and
+        # the one timer, when it fires early, re-arms itself for the rest.
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None or self._timeout_handle.cancelled():
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         m = _PLAIN_ADDRESS.match(arg)

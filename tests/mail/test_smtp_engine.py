@@ -150,6 +150,28 @@ async def test_smtplib_send_round_trip(relay: Relay) -> None:
     assert relay.service.spool.content(qid).endswith(body.encode())
 
 
+async def test_idle_session_is_closed_and_commands_keep_it_open() -> None:
+    from mail import policy
+    from mail.metrics import MailMetrics
+    from prometheus_client import CollectorRegistry
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: RelaySMTP(_Handler(), hostname="h", timeout=1.0,
+                                                        throttle=policy.FailureThrottle(1),
+                                                        metrics=MailMetrics(CollectorRegistry())), "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        assert (await reader.readline()).startswith(b"220")
+        for _ in range(5):  # each NOOP moves the deadline: open for longer than the timeout
+            writer.write(b"NOOP\r\n")
+            assert (await reader.readline()).startswith(b"250")
+            await asyncio.sleep(0.3)
+        assert await reader.read() == b""  # then, idle, it is closed by the timer
+        writer.close()
+    finally:
+        server.close()
+
+
 # --- guards on what the overrides copy from aiosmtpd ------------------------------------------
 
 def test_aiosmtpd_version_is_the_one_the_overrides_copy() -> None:
@@ -173,7 +195,7 @@ async def test_constructor_matches_aiosmtpds() -> None:
     stock = SMTP(handler, hostname="h", enable_SMTPUTF8=True, auth_exclude_mechanism=["LOGIN"])
     ours = RelaySMTP(handler, hostname="h", enable_SMTPUTF8=True, auth_exclude_mechanism=["LOGIN"],
                      throttle=policy.FailureThrottle(1), metrics=MailMetrics(CollectorRegistry()))
-    extra = {"pending_dsn", "_throttle", "_metrics", "_implicit_tls"}
+    extra = {"pending_dsn", "_throttle", "_metrics", "_implicit_tls", "_deadline"}
     assert set(vars(stock)) == set(vars(ours)) - extra
     assert set(stock._smtp_methods) == set(ours._smtp_methods)
     assert all(m.__self__ is ours for m in ours._smtp_methods.values())
