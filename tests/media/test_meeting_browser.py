@@ -59,6 +59,19 @@ async def test_room_page_runs_in_chromium_and_shows_refusals(running: Running, t
                                   {"kind": "video", "send": "screen", "slot": "screen"}]
             assert await page.evaluate("window.lienthong.transceiverKinds") == [e["kind"] for e in layout]
             assert await page.evaluate("window.lienthong.mids") == [str(i) for i in range(len(layout))]
+            # Device pickers list Chromium's fake devices; choosing another microphone swaps the
+            # track on the audio sender (no new offer) and is remembered for the next join.
+            await page.click("details.devices summary")
+            await page.wait_for_function("document.querySelectorAll('#select-camera option').length > 0"
+                                         " && document.querySelectorAll('#select-mic option').length > 1",
+                                         timeout=15_000)
+            other_mic = await page.evaluate("""() => { const s = document.getElementById("select-mic");
+                return Array.from(s.options).find((o) => !o.selected).value; }""")
+            await page.select_option("#select-mic", other_mic)
+            await page.wait_for_function("(id) => sessionStorage.getItem('lienthong.micId') === id"
+                                         " && window.lienthong.localDevices.audio === id", arg=other_mic,
+                                         timeout=15_000)
+            assert await page.evaluate("window.lienthong.offersSent") == 1
             await page.screenshot(path=str(tmp_path / "chair.png"), full_page=True)
             assert errors == []
             # A revoked link on a phone-sized screen: a clear message, no room, no WebSocket.

@@ -236,11 +236,14 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                         await site.video_from(other.id)
                         await site.audio_from(other.id)
                 await site.until(SLOTS_PAINT_THEIR_SITES_JS, COLOURS)
-            # The camera goes out as two layers: the full one, and a thumbnail of ~320x180 capped at 150 kbps.
+            # The camera goes out as two layers: the full one (the camera track itself, up to
+            # 1280x720; what the encoder makes of it follows the bandwidth estimate, so it is not
+            # checked here), and a thumbnail of at most 320x180 capped at 150 kbps.
             await chair.until("() => { const s = window.lienthong.sending; return s.camera && s.thumb"
                               " && s.camera.framesEncoded > 0 && s.thumb.framesEncoded > 0; }")
-            sending = await chair.state("sending")
-            assert sending["thumb"]["width"] <= 320 < sending["camera"]["width"] <= 1280, sending
+            captured, sending = await chair.state("captured"), await chair.state("sending")
+            assert captured["camera"] == {"width": 640, "height": 360}, captured  # the canvas camera
+            assert 0 < sending["thumb"]["width"] <= 320 and 0 < sending["thumb"]["height"] <= 180, sending
             assert await chair.state("sendLimits.thumb") == 150_000
 
             # Lào Cai asks to speak: the chair sees it in its queue.  Hà Nội mutes its microphone:
@@ -255,6 +258,11 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                 await site.until("(id) => window.lienthong.participants.some((p) => p.id === id && p.audio === false)",
                                  ha_noi.id)
             assert "đã tắt micrô" in await chair.page.inner_text(f'#participants li[data-participant="{ha_noi.id}"] .flags')
+            await ha_noi.page.click("#btn-cam")
+            await chair.until("(id) => window.lienthong.participants.some((p) => p.id === id && p.video === false)",
+                              ha_noi.id)
+            assert "đã tắt camera" in await chair.page.inner_text(f'#participants li[data-participant="{ha_noi.id}"] .flags')
+            await ha_noi.page.click("#btn-cam")
 
             # The chair gives the floor to Lào Cai by clicking the control in its participant list.
             await chair.page.locator(

@@ -45,6 +45,8 @@
     quality: { loss: null, rtt: null, bitrateKbps: null, sendKbps: null, level: "unknown" },  // bitrate received, sent
     sending: {},              // camera/thumb/screen -> {width, height, framesEncoded} of what this site sends
     sendLimits: {},           // send kind -> maxBitrate set on its sender
+    localDevices: { audio: null, video: null },  // deviceId of the microphone and camera in use
+    captured: {},             // camera/thumb -> {width, height} of the local tracks (before the encoder)
     errors: [],               // error messages from the server
     localTracks: { audio: false, camera: false, thumb: false, screen: false },
     deviceError: null,
@@ -259,6 +261,11 @@
     const mic = localStream ? localStream.getAudioTracks()[0] || null : null;
     const cam = localStream ? localStream.getVideoTracks()[0] || null : null;
     thumbTrack = cam ? await makeThumb(cam) : null;
+    state.localDevices = { audio: mic ? mic.getSettings().deviceId || null : null, video: cam ? cam.getSettings().deviceId || null : null };
+    if (cam) {
+      const c = cam.getSettings(), th = thumbTrack.getSettings();
+      state.captured = { camera: { width: c.width || 0, height: c.height || 0 }, thumb: { width: th.width || 0, height: th.height || 0 } };
+    }
     pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
     pc.onicecandidate = (ev) => send("ice", { candidate: ev.candidate ? ev.candidate.toJSON() : null });
     const thisPc = pc;
@@ -481,7 +488,10 @@
       } else if (s.type === "outbound-rtp") {
         sentBytes += s.bytesSent || 0;
         const kind = midToSend[s.mid];
-        if (kind && s.kind === "video") sending[kind] = { width: s.frameWidth || 0, height: s.frameHeight || 0, framesEncoded: s.framesEncoded || 0 };
+        if (kind && s.kind === "video") {
+          sending[kind] = { width: s.frameWidth || 0, height: s.frameHeight || 0, framesEncoded: s.framesEncoded || 0,
+                            bytesSent: s.bytesSent || 0, limitedBy: s.qualityLimitationReason || null };
+        }
       } else if (s.type === "candidate-pair" && (s.selected || s.nominated) && s.state === "succeeded") {
         if (typeof s.currentRoundTripTime === "number") rtt = s.currentRoundTripTime;
       } else if (s.type === "remote-inbound-rtp" && rtt === null && typeof s.roundTripTime === "number") {
@@ -585,26 +595,32 @@
   }
 
   async function switchDevice(kind, deviceId) {
+    // Another camera or microphone: replaceTrack on the same senders (no renegotiation); the
+    // choice is remembered for the next join (the join page's sessionStorage keys).
     if (!localStream) return;
-    const constraints = kind === "audio"
-      ? { audio: { deviceId: { exact: deviceId } } }
+    const audio = kind === "audio";
+    const constraints = audio ? { audio: { deviceId: { exact: deviceId } } }
       : { video: { deviceId: { exact: deviceId }, width: { ideal: 1280, max: 1280 }, height: { ideal: 720, max: 720 } } };
-    const stream = await navigator.mediaDevices.getUserMedia(constraints);
-    const track = stream.getTracks()[0];
-    const old = kind === "audio" ? localStream.getAudioTracks()[0] : localStream.getVideoTracks()[0];
-    if (old) { localStream.removeTrack(old); old.stop(); }
-    localStream.addTrack(track);
-    if (kind === "audio") {
-      sessionStorage.setItem("lienthong.micId", deviceId);
-      track.enabled = state.localTracks.audio;
+    const track = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+    const old = audio ? localStream.getAudioTracks()[0] : localStream.getVideoTracks()[0];
+    track.enabled = audio ? state.localTracks.audio : state.localTracks.camera;
+    if (audio) {
       await senderFor("audio").replaceTrack(track);
     } else {
-      sessionStorage.setItem("lienthong.cameraId", deviceId);
       await senderFor("camera").replaceTrack(track);
+      const thumb = await makeThumb(track);
+      thumb.enabled = track.enabled;
+      await senderFor("thumb").replaceTrack(thumb);
       if (thumbTrack) thumbTrack.stop();
-      thumbTrack = await makeThumb(track);
-      await senderFor("thumb").replaceTrack(thumbTrack);
+      thumbTrack = thumb;
+      const i = layout.findIndex((e) => e.send === "thumb");
+      if (i >= 0) await scaleThumb(transceivers[i], track);
+      showSelfView(track);
     }
+    if (old) { localStream.removeTrack(old); old.stop(); }
+    localStream.addTrack(track);
+    sessionStorage.setItem(audio ? "lienthong.micId" : "lienthong.cameraId", deviceId);
+    state.localDevices[audio ? "audio" : "video"] = track.getSettings().deviceId || deviceId;
   }
 
   async function fillDevicePickers() {
