@@ -156,10 +156,22 @@ async def _serve(conn: multiprocessing.connection.Connection, gallery: int, audi
 
 
 def run(conn: multiprocessing.connection.Connection, cpu: int | None, gallery: int, audio_slots: int) -> None:
-    """Child process entry point (spawn context)."""
+    """Child process entry point (spawn context).  With ``BENCH_SFU_PROFILE=<file>`` in the
+    environment the SFU runs under cProfile and leaves its stats there (a developer's aid: the
+    profiler itself costs CPU, so figures of such a run are not the SFU's)."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    asyncio.run(_serve(conn, gallery, audio_slots))
+    profile_to = os.environ.get("BENCH_SFU_PROFILE")
+    if not profile_to:
+        asyncio.run(_serve(conn, gallery, audio_slots))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(asyncio.run, _serve(conn, gallery, audio_slots))
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 # ---------------------------------------------------------------------------------------------
