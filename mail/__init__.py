@@ -5,6 +5,8 @@
   the listeners (submission with STARTTLS + AUTH, implicit-TLS submission, inbound MX);
   ``stop(timeout)`` stops accepting, lets sessions finish within the timeout, stops delivery.
   ``ports`` maps listener names to the bound ports (port 0 in config: any free port).
+  With ``mail.workers`` > 1 it also starts child accept processes on the same ports
+  (mail.workers) and stops them first at shutdown.
 - ``register_cli(sub, config_args)``: ``lienthong mail ...``.
 """
 
