@@ -135,6 +135,11 @@ class SiteReplay:
         out.sort()
         return out
 
+    def next_due(self) -> float:
+        """Elapsed time (generator clock, phase included) at which ``due`` will return packets."""
+        video = min(layer.sent for layer in self.layers) / FPS
+        return self.phase + min(video, self._audio_packet * AUDIO_FRAME_S)
+
     def request_keyframe(self, ssrc: int) -> bool:
         """A PLI/FIR named ``ssrc``: that layer restarts at its keyframe.  False: not ours."""
         for layer in self.layers:

@@ -173,16 +173,20 @@ class Pacer:
     async def run(self) -> None:
         send_times = self.send_times
         start = time.monotonic()
+        sites = [(site, site.replay, site.peer) for site in self.sites]
+        next_due = [0.0] * len(sites)
         while True:
-            for site in self.sites:
-                replay, peer = site.replay, site.peer
+            elapsed = time.monotonic() - start
+            for n, (site, replay, peer) in enumerate(sites):
+                if elapsed < next_due[n]:
+                    continue
                 assert replay is not None and peer is not None
-                now = time.monotonic()
-                due = replay.due(now - start)
+                due = replay.due(elapsed)
+                next_due[n] = replay.next_due()
                 if not due:
                     continue
                 if self.measuring:
-                    self.lateness_s.append(now - start - replay.phase - due[0].send_at)
+                    self.lateness_s.append(elapsed - replay.phase - due[0].send_at)
                 mirror = site is self.mirrored
                 for p in due:
                     send_times.append(time.monotonic())

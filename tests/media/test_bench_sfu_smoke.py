@@ -219,3 +219,15 @@ async def test_tiny_meeting_through_our_sfu_is_counted_and_timed(tmp_path: Path)
     assert r["latency_samples"] == r["forwarded_packets"] or r["latency_samples"] > 0
     assert r["direct_latency_ms_p50"] is not None and r["added_latency_ms_p50"] is not None
     assert any(k.startswith("lienthong_media_forwarded_packets_total") for k in r["sfu_reported"])
+
+
+def test_replay_next_due_is_when_due_returns_packets(tmp_path: Path) -> None:
+    from bench._sfu_load import SiteReplay
+
+    fixture = fixtures.load_or_build(tmp_path, seconds=0.2, width=160, height=96)
+    replay = SiteReplay(fixture, 2, video_ssrc=1, audio_ssrc=2, phase=0.005)
+    assert replay.next_due() == 0.005
+    replay.due(0.005)
+    t = replay.next_due()
+    assert abs(t - (0.005 + 0.020)) < 1e-9  # audio (20 ms) before the next video frame (33 ms)
+    assert replay.due(t - 1e-6) == [] and len(replay.due(t)) == 1
