@@ -216,37 +216,43 @@ class Source:
         self._forward(original, arrival)
 
     def _forward(self, packet: bytes, arrival: float) -> None:
+        outs = self.outs
+        if not outs or self.muted:
+            return
         codec = self.codecs.get(packet[1] & 0x7F)
         if codec is None:
             return
-        if packet[0] & 0x3F:      # extension, CSRCs or padding: strip them (IDs are per peer and m-line)
+        cache = self.cache
+        if cache is not None:     # what a subscriber may NACK: packets forwarded to someone
+            cache.put(packet)
+        # The outgoing packets carry no CSRC, no padding and none of the publisher's header
+        # extensions (their IDs belong to its m-line): fixed header + payload.
+        if packet[0] & 0x3F:
             bounds = payload_bounds(packet)
             if bounds is None:
                 return
-            packet = bytes([packet[0] & 0xC0]) + packet[1:12] + packet[bounds[0]:bounds[1]]
-        cache = self.cache
-        if cache is not None:
-            cache.put(packet)
-        outs = self.outs
-        if not outs or self.muted:
+            off, end = bounds
+        else:
+            off, end = 12, len(packet)
+        head = bytes([packet[0] & 0xC0]) + packet[1:12]
+        payload = memoryview(packet)[off:end]
+        if self.kind != "video":
+            for out in outs:
+                out.forward_audio(head, payload, codec, arrival)
             return
         keyframe = False
         layout = None
         if codec == "vp8":
-            layout = vp8.descriptor_layout(packet, 12)
+            layout = vp8.descriptor_layout(packet, off)
             if layout is None:
                 return
             if self.waiting:
-                keyframe = vp8.is_keyframe(packet, 12)
+                keyframe = vp8.is_keyframe(packet, off)
         elif self.waiting:
-            keyframe = h264.is_keyframe(packet, 12) if codec == "h264" else True
-        if self.kind == "video":
-            ast = abs_send_time(arrival)
-            for out in outs:
-                out.forward_video(packet, codec, keyframe, layout, arrival, ast)
-        else:
-            for out in outs:
-                out.forward_audio(packet, codec, arrival)
+            keyframe = h264.is_keyframe(packet, off) if codec == "h264" else True
+        frame = _Frame(head, payload, codec, keyframe, layout, off, abs_send_time(arrival))
+        for out in outs:
+            out.forward_video(frame, arrival)
 
     def on_sender_report(self, sr: SenderReport, now: float) -> None:
         """The publisher's SR: for our RR's LSR/DLSR, and translated to every subscriber slot."""
@@ -269,11 +275,46 @@ class Source:
         return int(self.remb.ceiling_bps if value is None else value)
 
 
+class _Frame:
+    """One incoming video packet prepared once for all the slots it feeds."""
+
+    __slots__ = ("head", "payload", "codec", "keyframe", "layout", "off", "ast", "_heads", "_layouts")
+
+    def __init__(self, head: bytes, payload: memoryview, codec: str, keyframe: bool,
+                 layout: tuple[int, int, int, int] | None, off: int, ast: int):
+        self.head = head            # the fixed 12-byte header, X/CC/P cleared
+        self.payload = payload
+        self.codec = codec
+        self.keyframe = keyframe
+        self.layout = layout        # VP8 descriptor positions in the incoming packet
+        self.off = off              # payload offset in the incoming packet
+        self.ast = ast
+        self._heads: dict[int, bytes] = {}
+        self._layouts: dict[int, tuple[int, int, int, int]] = {}
+
+    def head_with(self, ast_id: int) -> bytes:
+        """The header with an abs-send-time extension under the subscriber's id."""
+        head = self._heads.get(ast_id)
+        if head is None:
+            head = self._heads[ast_id] = bytes([self.head[0] | 0x10]) + self.head[1:] + \
+                _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | self.ast)
+        return head
+
+    def layout_at(self, off: int) -> tuple[int, int, int, int]:
+        """The VP8 layout for an outgoing packet whose payload starts at ``off``."""
+        assert self.layout is not None
+        layout = self._layouts.get(off)
+        if layout is None:
+            layout = self._layouts[off] = _shift_layout(self.layout, off - self.off)
+        return layout
+
+
 class SlotSender:
     """One outgoing m-line of a subscriber: a continuous stream whatever source feeds it."""
 
     __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rtx", "rtx_ssrc", "rtx_seq", "ast_id",
-                 "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted")
+                 "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted",
+                 "send")
 
     def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
         self.endpoint = endpoint
@@ -299,6 +340,7 @@ class SlotSender:
         self.octets = 0
         self.dropped = 0
         self.retransmitted = 0
+        self.send = endpoint.peer.send_rtp
 
     def set_source(self, source: Source | None, now: float) -> None:
         old = self.source
@@ -329,55 +371,52 @@ class SlotSender:
             self.rewriter.switch()
             source.request_keyframe(now)
 
-    def forward_video(self, packet: bytes, codec: str, keyframe: bool, layout: tuple[int, int, int, int] | None,
-                      now: float, ast: int) -> None:
+    def forward_video(self, frame: _Frame, now: float) -> None:
         if self.waiting_keyframe:
-            if not keyframe:
+            if not frame.keyframe:
                 return
             self.waiting_keyframe = False
             self.source.waiting -= 1  # type: ignore[union-attr]
-        pt = self.pt_map.get(codec)
+        pt = self.pt_map.get(frame.codec)
         if pt is None:
             self.dropped += 1
             return
         ast_id = self.ast_id
         if ast_id:
             # abs-send-time (the subscriber's id) lets its browser estimate bandwidth (REMB)
-            buf = bytearray(packet[:12])
-            buf += _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | ast)
-            buf += packet[12:]
-            buf[0] |= 0x10
+            buf = bytearray(frame.head_with(ast_id))
             off = 20
         else:
-            buf = bytearray(packet)
+            buf = bytearray(frame.head)
             off = 12
+        buf += frame.payload
         buf[1] = (buf[1] & 0x80) | pt
         self.rewriter.rewrite_in_place(buf, now)
-        if layout is not None:
-            out = self.vp8.rewrite(buf, off, self.source.ssrc,  # type: ignore[union-attr]
-                                   layout if off == 12 else _shift_layout(layout, off - 12))
+        if frame.layout is not None:
+            out = self.vp8.rewrite(buf, off, self.source.ssrc, frame.layout_at(off))  # type: ignore[union-attr]
             if out is None:
                 self.dropped += 1
                 return
             buf = out
-        if self.endpoint.peer.send_rtp(buf):
+        if self.send(buf):
             self.sent += 1
             self.octets += len(buf) - off
         else:
             self.dropped += 1
             self._wait_for_keyframe(now)
 
-    def forward_audio(self, packet: bytes, codec: str, now: float) -> None:
+    def forward_audio(self, head: bytes, payload: memoryview, codec: str, now: float) -> None:
         pt = self.pt_map.get(codec)
         if pt is None:
             self.dropped += 1
             return
-        buf = bytearray(packet)
+        buf = bytearray(head)
+        buf += payload
         buf[1] = (buf[1] & 0x80) | pt
         self.rewriter.rewrite_in_place(buf, now)
-        if self.endpoint.peer.send_rtp(buf):
+        if self.send(buf):
             self.sent += 1
-            self.octets += len(buf) - 12
+            self.octets += len(payload)
         else:
             self.dropped += 1
 
@@ -394,9 +433,12 @@ class SlotSender:
             codec = source.codecs.get(cached[1] & 0x7F)
             pt = self.pt_map.get(codec) if codec is not None else None
             again = self.rewriter.retransmit(cached)
-            if again is None or pt is None:
+            bounds = payload_bounds(cached)
+            if again is None or pt is None or bounds is None:
                 continue
-            buf: bytearray | None = bytearray(again)
+            buf: bytearray | None = bytearray(again[:12])
+            buf += again[bounds[0]:bounds[1]]  # type: ignore[operator]
+            buf[0] &= 0xC0  # type: ignore[index]
             buf[1] = (buf[1] & 0x80) | pt  # type: ignore[index]
             if codec == "vp8":
                 buf = self.vp8.retransmit(buf, 12)  # type: ignore[arg-type]

@@ -99,7 +99,7 @@ RtcpHandler = Callable[[bytes], None]
 # Default bound of a socket's pending (unsent) bytes before send_rtp drops: ~0.25 s at 4 Mbps.
 DEFAULT_MAX_BACKLOG = 128 * 1024
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-_SOCKET_BUFFER = 1024 * 1024
+_SOCKET_BUFFER = 256 * 1024  # = aioice's UDP_SOCKET_BUFFER_SIZE
 # How long a DTLS session outlives a dead ICE agent, waiting for an ICE restart.
 ICE_RESTART_GRACE = 30.0
 
@@ -249,6 +249,33 @@ class _Srtp:
     def protect(self, data: bytes | bytearray) -> bytes:
         return self._run(self._lib.srtp_protect, data, _SRTP_TRAILER)
 
+    def sender(self, sendto: Callable[[Any, tuple[str, int]], Any], addr: tuple[str, int],
+               rtcp: bool) -> Callable[[bytes | bytearray], None]:
+        """One function that protects a packet in place in the session's buffer and hands that
+        buffer (a view, no copy) to ``sendto``: the per-packet send path."""
+        if not self.fast:
+            protect = self.protect_rtcp if rtcp else self.protect
+
+            def send_slow(packet: bytes | bytearray) -> None:
+                sendto(protect(packet), addr)
+            return send_slow
+        fn = self._lib.srtp_protect_rtcp if rtcp else self._lib.srtp_protect
+        limit = self._capacity - (_SRTCP_TRAILER if rtcp else _SRTP_TRAILER)
+        buffer, cdata, ctx, length = self._buffer, self._cdata, self._ctx, self._len
+        view = memoryview(buffer)
+
+        def send(packet: bytes | bytearray) -> None:
+            n = len(packet)
+            if n > limit:
+                raise ValueError("packet is too long")
+            length[0] = n
+            buffer[0:n] = packet
+            rc = fn(ctx, cdata, length)
+            if rc:
+                raise pylibsrtp.Error(f"libsrtp error {rc}")
+            sendto(view[:length[0]], addr)
+        return send
+
     def protect_rtcp(self, data: bytes | bytearray) -> bytes:
         return self._run(self._lib.srtp_protect_rtcp, data, _SRTCP_TRAILER)
 
@@ -324,9 +351,10 @@ def _install_host_gathering(connection: aioice.ice.Connection, policy: IcePolicy
                 continue
             sock = transport.get_extra_info("socket")
             if sock is not None:
+                # aioice's receive buffer: room for bursts (a keyframe), not for seconds of
+                # media piling up behind a busy event loop (that would be latency, not loss).
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
             bound = transport.get_extra_info("sockname")
             host = policy.announced_address or bound[0]
             protocol.local_candidate = Candidate(
@@ -387,8 +415,8 @@ class PacketPeer:
         self._ssrc_mid: dict[int, str | None] = {}
         self._mid_ext_id: int | None = None
         self._pair: Any = None
-        self._sendto: Callable[[bytes, tuple[str, int]], Any] | None = None
-        self._addr: tuple[str, int] | None = None
+        self._rtp_send: Callable[[bytes | bytearray], None] | None = None
+        self._rtcp_send: Callable[[bytes | bytearray], None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
         self.rx_packets = 0
@@ -490,9 +518,12 @@ class PacketPeer:
         if dtls.state == "connected" and dtls._rx_srtp is not None:
             if self._tx is None:
                 self._rx, self._tx = _Srtp(dtls._rx_srtp), _Srtp(dtls._tx_srtp)
+                self._pair = None  # (re)build the send functions with the keys
             self._connected.set()
         elif dtls.state in ("closed", "failed"):
             self._rx = self._tx = None
+            self._rtp_send = self._rtcp_send = None
+            self._pair = None
             self._connected.set()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -592,67 +623,70 @@ class PacketPeer:
     # ---- send ----
 
     def _select_pair(self, pair: Any) -> None:
-        """Cache how to reach the nominated pair (aioice may nominate another one)."""
+        """Build the send functions for the nominated pair (aioice may nominate another one,
+        an ICE restart brings another agent)."""
         self._pair = pair
-        self._sendto = self._addr = None
-        if pair is None:
+        self._rtp_send = self._rtcp_send = None
+        tx = self._tx
+        if pair is None or tx is None:
             return
         protocol = pair.protocol
-        if isinstance(protocol, aioice.ice.StunProtocol) and not hasattr(protocol, "peer_to_channel"):
-            transport = protocol.transport
-            self._addr = pair.remote_addr
-            sock = getattr(transport, "_sock", None)
-            if isinstance(sock, socket.socket):
-                # Straight to the non-blocking socket: a full send buffer (a slow or dead link)
-                # raises BlockingIOError and the packet is dropped, never queued.
-                self._sendto = sock.sendto
-            else:  # pragma: no cover - other event loops
-                limit = self.max_backlog
-
-                def sendto(data: bytes, addr: tuple[str, int]) -> None:
-                    if transport.get_write_buffer_size() > limit:
-                        raise BlockingIOError
-                    transport.sendto(data, addr)
-                self._sendto = sendto
-        else:
+        if not isinstance(protocol, aioice.ice.StunProtocol) or hasattr(protocol, "peer_to_channel"):
             log.warning("the selected ICE pair is relayed (TURN): the SFU's packet sender supports "
                         "host and server-reflexive pairs only; configure candidate_addresses instead")
+            return
+        transport = protocol.transport
+        sock = getattr(transport, "_sock", None)
+        sendto: Callable[[Any, tuple[str, int]], Any]
+        if isinstance(sock, socket.socket):
+            # Straight to the non-blocking socket: a full send buffer (a slow or dead link)
+            # raises BlockingIOError and the packet is dropped, never queued.
+            sendto = sock.sendto
+        else:  # pragma: no cover - other event loops
+            limit = self.max_backlog
 
-    def _send(self, protect: Callable[[bytes | bytearray], bytes], packet: bytes | bytearray) -> bool:
+            def sendto(data: Any, addr: tuple[str, int]) -> None:
+                if transport.get_write_buffer_size() > limit:
+                    raise BlockingIOError
+                transport.sendto(bytes(data), addr)
+        addr = pair.remote_addr
+        self._rtp_send = tx.sender(sendto, addr, rtcp=False)
+        self._rtcp_send = tx.sender(sendto, addr, rtcp=True)
+
+    def send_rtp(self, packet: bytes | bytearray) -> bool:
+        """SRTP-protect and send one RTP packet now (bytes or bytearray; the packet is not
+        kept).  False: dropped (not connected, no selected pair, socket buffer full)."""
         agent = self._ice
-        if agent is None:
-            self.tx_dropped += 1
-            return False
-        pair = agent._nominated.get(1)
-        if pair is not self._pair:
-            self._select_pair(pair)
-        sendto = self._sendto
-        if sendto is None:
+        if agent is not None and agent._nominated.get(1) is not self._pair:
+            self._select_pair(agent._nominated.get(1))
+        send = self._rtp_send
+        if send is None or self._tx is None:
             self.tx_dropped += 1
             return False
         try:
-            sendto(protect(packet), self._addr)  # type: ignore[arg-type]
+            send(packet)
         except Exception:  # BlockingIOError (backlog), OSError (closed), pylibsrtp.Error, ValueError
             self.tx_dropped += 1
             return False
         self.tx_packets += 1
         return True
 
-    def send_rtp(self, packet: bytes | bytearray) -> bool:
-        """SRTP-protect and send one RTP packet now.  False: dropped (not connected, backlog)."""
-        tx = self._tx
-        if tx is None:
-            self.tx_dropped += 1
-            return False
-        return self._send(tx.protect, packet)
-
     def send_rtcp(self, packet: bytes | bytearray) -> bool:
         """SRTCP-protect and send one (compound) RTCP packet now."""
-        tx = self._tx
-        if tx is None:
+        agent = self._ice
+        if agent is not None and agent._nominated.get(1) is not self._pair:
+            self._select_pair(agent._nominated.get(1))
+        send = self._rtcp_send
+        if send is None or self._tx is None:
             self.tx_dropped += 1
             return False
-        return self._send(tx.protect_rtcp, packet)
+        try:
+            send(packet)
+        except Exception:
+            self.tx_dropped += 1
+            return False
+        self.tx_packets += 1
+        return True
 
     # ---- ICE ----
 
@@ -825,6 +859,7 @@ class PacketPeer:
             return
         self._closed = True
         self._rx = self._tx = None
+        self._rtp_send = self._rtcp_send = None
         self.on_rtp = None
         self.on_rtcp = None
         if self._restart_task is not None:
