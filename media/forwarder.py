@@ -18,9 +18,20 @@ only; no per-packet task.
 Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
 source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source;
 re-sent while someone still waits).  A slow subscriber never slows the others: sending never
-blocks; when its socket backlog is over the bound the packet is dropped, and a video slot then
-waits for the next keyframe (audio just loses the packet).  A chair-muted site's audio is not
-forwarded.  Subscriber PLI/FIR go to the slot's current source, rate-limited the same way.
+blocks and nothing queues in the process; each subscriber's queue is its own socket's send
+buffer, and when it is full the packet is dropped: a video slot then waits for the next
+keyframe (asking for one), audio just loses the packet.  A chair-muted site's audio is not
+forwarded.  An endpoint whose connection died is dropped (``reap``); its place stays.
+
+RTCP: subscriber PLI/FIR go to the slot's current source (rate-limited); subscriber NACKs are
+answered from the source's packet cache (RTX when the subscriber negotiated it); upstream losses
+are NACKed to the publisher, RTX from publishers unwrapped; every second each publisher gets a
+Receiver Report and a REMB (per layer: the lowest estimate of the subscribers receiving it,
+between LAYER_FLOOR and LAYER_CEILING); publishers' SRs reach subscribers translated into each
+slot's timestamp space (lip sync after rewriting).  Subscribers' REMB and loss choose their
+layers (``media.bandwidth.LayerChooser``): main and chair slots fall back to thumbnails on a
+weak link and return when it recovers.  Forwarded video carries an abs-send-time extension
+(the subscriber's id) so browsers can estimate bandwidth; other extensions are stripped.
 """
 
 from __future__ import annotations
@@ -616,7 +627,7 @@ class RoomForwarder:
             for source in endpoint.sources.values():
                 if source.nack and source.cache is not None and source.ssrc is not None:
                     seqs = source.stats.nacks_due(now, NACK_RETRY)
-                    if seqs:
+                    if seqs and source.outs:   # only what someone receives is worth asking again
                         endpoint.peer.send_rtcp(rtcp.build_nack(source.local_ssrc, source.ssrc, seqs))
 
     def send_reports(self, now: float, interval: float) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from media import rtcp
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration
@@ -32,6 +32,16 @@ def vp8_payload(picture_id: int, keyframe: bool, start: bool = True, size: int =
     if keyframe:  # frame tag with P=0, then the start code and a 640x360 size
         return descriptor + bytes([0x10, 0x02, 0x00]) + b"\x9d\x01\x2a" + struct.pack("<HH", 640, 360) + body
     return descriptor + bytes([0x11, 0x02, 0x00]) + body
+
+
+def h264_payload(keyframe: bool, start: bool = True, size: int = 300, fill: int = 0) -> bytes:
+    """RFC 6184: a keyframe starts with a STAP-A of SPS, PPS and an IDR slice; other packets are
+    single non-IDR slices."""
+    body = bytes([fill]) * size
+    if keyframe and start:
+        nals = [b"\x67\x42\xc0\x1f\x8c\x8d", b"\x68\xce\x3c\x80", b"\x65\x88" + body]
+        return b"\x78" + b"".join(struct.pack("!H", len(n)) + n for n in nals)
+    return b"\x41\x9a" + body
 
 
 @dataclass
@@ -56,8 +66,9 @@ def complete(seqs: list[int]) -> bool:
 class Site:
     """One participant's client side.  ``layout``: media.Participant.layout()."""
 
-    def __init__(self, layout: list[dict[str, Any]], fill: int = 0):
+    def __init__(self, layout: list[dict[str, Any]], fill: int = 0, video_codec: str = "vp8"):
         self.layout = layout
+        self.video_codec = video_codec  # what it publishes: "vp8", or "h264" only (a browser insisting)
         self.fill = fill          # payload filler byte: tells receivers which site sent a packet
         self.pc = RTCPeerConnection(rtc_configuration())
         self.peer = PacketPeer(self.pc, LOOPBACK, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp)
@@ -85,7 +96,10 @@ class Site:
     async def connect(self, answer: Callable[[str], Any]) -> None:
         """Offer (one transceiver per layout entry), get the answer from ``answer(sdp)``."""
         for entry in self.layout:
-            self.pc.addTransceiver(entry["kind"], direction="sendrecv" if entry["send"] else "recvonly")
+            t = self.pc.addTransceiver(entry["kind"], direction="sendrecv" if entry["send"] else "recvonly")
+            if entry["kind"] == "video" and entry["send"] and self.video_codec == "h264":
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                t.setCodecPreferences([c for c in caps if c.mimeType.lower() in ("video/h264", "video/rtx")])
         self.peer.attach()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = await answer(self.pc.localDescription.sdp)
@@ -126,7 +140,7 @@ class Site:
     def send_video(self, name: str = "camera", keyframe: bool | None = None, packets: int = 2, size: int = 300) -> None:
         """One frame of ``packets`` packets; a keyframe when asked, or after a PLI."""
         line = self.line(name)
-        pt = line.codec("vp8").payload_type  # type: ignore[union-attr]
+        pt = line.codec(self.video_codec).payload_type  # type: ignore[union-attr]
         if keyframe is None:
             keyframe = self.keyframe_wanted.pop(name, False) or name not in self._seq
         seq = self._seq.setdefault(name, 1000)
@@ -136,7 +150,11 @@ class Site:
             marker = i == packets - 1
             header = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, line.local_ssrc)
             self.sent_ts.setdefault(name, {})[seq & 0xFFFF] = ts & 0xFFFFFFFF
-            self._send(name, seq, header + vp8_payload(pid & 0x7FFF, keyframe, start=i == 0, size=size, fill=self.fill))
+            if self.video_codec == "h264":
+                payload = h264_payload(keyframe, start=i == 0, size=size, fill=self.fill)
+            else:
+                payload = vp8_payload(pid & 0x7FFF, keyframe, start=i == 0, size=size, fill=self.fill)
+            self._send(name, seq, header + payload)
             seq += 1
         self._seq[name], self._ts[name], self._pid[name] = seq, ts + 3000, pid + 1
 

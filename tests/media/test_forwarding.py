@@ -58,10 +58,11 @@ class Member:
         return self.p.id
 
 
-async def join(service: media.MediaService, name: str, role: str = "site", fill: int = 0, room: str = "r") -> Member:
+async def join(service: media.MediaService, name: str, role: str = "site", fill: int = 0, room: str = "r",
+               video_codec: str = "vp8") -> Member:
     inbox = Inbox()
     p = await service.join_room(room_id=room, site_id=name, site_name=name, role=role, on_event=inbox)  # type: ignore[arg-type]
-    site = Site(p.layout(), fill=fill)
+    site = Site(p.layout(), fill=fill, video_codec=video_codec)
     await site.connect(p.answer)
     return Member(p, inbox, site)
 
@@ -234,6 +235,25 @@ async def test_ice_restart_on_the_same_connection_keeps_streams_continuous(servi
         assert continuous(a.site.received["chair"].seqs()) and continuous(chair.site.received["main"].seqs())
     finally:
         await close_all(chair, a)
+
+
+async def test_h264_from_a_site_that_insists_reaches_the_others_in_their_payload_type(service: media.MediaService) -> None:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2, video_codec="h264")
+    b = await join(service, "dn", fill=3)
+    try:
+        assert [c.name for c in a.site.line("camera").codecs if c.name != "rtx"] == ["h264"] * len(
+            [c for c in a.site.line("camera").codecs if c.name != "rtx"])
+        await chair.p.set_floor(a.id)
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: b.site.fills("main").count(2) >= 10)
+        main = b.site.received["main"].packets
+        h264_pts = {c.payload_type for c in b.site.slot_line("main").codecs if c.name == "h264"}
+        assert {p[3] for p in main} <= h264_pts
+        assert main[0][4][0] & 0x1F == 24 and main[0][4][3] & 0x1F == 7, "the slot did not start on SPS/PPS/IDR"
+        assert continuous(b.site.received["main"].seqs())
+    finally:
+        await close_all(chair, a, b)
 
 
 async def poll(predicate: Any, timeout: float = 10.0) -> None:
