@@ -280,14 +280,16 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
                 await p.close()
             await direct.close()
 
-    return _summarise(sites, peers, slots, before, after, counters0, counters1, pacer, direct, kf1 - kf0, window)
+    rates = {"full": fixture.video_packets_per_s, "thumb": thumb.video_packets_per_s, "audio": 1 / AUDIO_FRAME_S}
+    return _summarise(sites, peers, slots, before, after, counters0, counters1, pacer, direct, kf1 - kf0, rates)
 
 
 def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str | None]], before: _Snapshot,
                after: _Snapshot, counters0: dict[str, float], counters1: dict[str, float], pacer: Pacer,
-               direct: DirectPath, keyframe_requests_in_window: int, window: float) -> dict[str, Any]:
+               direct: DirectPath, keyframe_requests_in_window: int, rates: dict[str, float]) -> dict[str, Any]:
     dt = after.t - before.t
     forwarded = 0
+    expected_pps = 0.0  # every fed slot at its nominal rate (gallery = thumbnails)
     video_fps: list[float] = []
     audio_pps: list[float] = []
     empty_video_slots = 0
@@ -302,8 +304,10 @@ def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str
                 continue
             if slot.startswith("audio"):
                 audio_pps.append((p1.get(mid, 0) - p0.get(mid, 0)) / dt)
+                expected_pps += rates["audio"]
             else:
                 video_fps.append((f1.get(mid, 0) - f0.get(mid, 0)) / dt)
+                expected_pps += rates["thumb" if slot.startswith("gallery") else "full"]
     sfu_cpu = after.sfu_cpu - before.sfu_cpu
     own_cpu = after.own_cpu - before.own_cpu
     latencies = [x for p in peers for x in p.stats.latencies_s]
@@ -324,6 +328,7 @@ def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str
         "sfu_cpu_us_per_packet": sfu_cpu / forwarded * 1e6 if forwarded else None,
         "forwarded_packets": forwarded,
         "forwarded_packets_per_s": forwarded / dt,
+        "expected_packets_per_s": expected_pps,
         "sfu_reported": {k: round(v) for k, v in counter_delta.items()},
         "video_streams": len(video_fps),
         "video_fps_min": min(video_fps) if video_fps else None,

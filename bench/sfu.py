@@ -314,6 +314,17 @@ def _r(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _estimate_max_sites(ours: dict[str, Any] | None) -> int | None:
+    """The S at which the SFU would reach 0.95 core if every slot were fed at its nominal rate:
+    the slots per subscriber are fixed, so its load is linear in participants.  Uses the
+    measured CPU per forwarded packet (pessimistic when that run was contended) and the
+    nominal packet rate per participant (not the delivered one, which a starved SFU lowers)."""
+    if not ours or not ours.get("sfu_cpu_us_per_packet") or not ours.get("expected_packets_per_s"):
+        return None
+    per_participant = ours["sfu_cpu_us_per_packet"] * 1e-6 * ours["expected_packets_per_s"] / (ours["sites"] + 1)
+    return int(FULL_RATE / per_participant) - 1
+
+
 def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[Trial], searched: bool,
              relay: dict[str, Any], video_packets_per_s: float, janus: dict[str, Any] | None,
              janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
@@ -329,6 +340,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         # S = sites besides the chair; the measured meeting always has the chair too.
         "max_sites_one_core": held,
         "max_participants_one_core": held + 1 if held is not None else None,
+        # A model, not a measurement (see _estimate_max_sites).
+        "max_sites_one_core_estimate": _estimate_max_sites(ours),
         "added_latency_ms_p50": _r(ours.get("added_latency_ms_p50"), 3) if ours else None,
         "added_latency_ms_p99": _r(ours.get("added_latency_ms_p99"), 3) if ours else None,
         "mediarelay_cpu_ratio": _r(relay["cpu_cores_per_stream"] / ours_cores_per_stream, 1) if ours_cores_per_stream else None,
@@ -342,6 +355,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             "sites": ours["sites"],
             "held_at_sites": ours["held"],
             "limited_by": ours["limited_by"],
+            "delivered_fraction": _r(ours["forwarded_packets_per_s"] / ours["expected_packets_per_s"], 3)
+            if ours.get("expected_packets_per_s") else None,
             "video_fps_min": _r(ours["video_fps_min"], 1),
             "video_fps_mean": _r(ours["video_fps_mean"], 1),
             "video_streams": ours["video_streams"],
@@ -394,11 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu = 0 if two_cores else None
     quick = args.quick
     warmup, window = (2.0, 4.0) if quick else (5.0, 15.0)
+    peer_warmup, peer_window = (2.0, 3.0) if quick else (warmup, window)  # MediaRelay, Janus
     step_warmup, step_window = 3.0, 6.0
     relay_pubs, relay_subs = (1, 3) if quick else (1, 6)
     janus_sites = min(args.sites, 6 if quick else 16)
     params: dict[str, Any] = {
         "quick": quick, "sites": args.sites, "cpu_count": os.cpu_count(), "warmup_s": warmup, "window_s": window,
+        "peer_warmup_s": peer_warmup, "peer_window_s": peer_window,
         "step_warmup_s": step_warmup, "step_window_s": step_window, "full_rate_fraction": FULL_RATE,
         "mediarelay_publishers": relay_pubs, "mediarelay_subscribers_per_publisher": relay_subs,
         "mediarelay_ratio_basis": "per 640x360 30 fps stream: ours = us/packet x its packets/s",
@@ -420,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                       thumb_packets_per_s=round(thumb.video_packets_per_s, 1), thumb_kbps=round(thumb.video_bitrate_bps / 1000))
 
         progress(f"MediaRelay: {relay_pubs} publisher(s) x {relay_subs} subscriber(s), 640x360@30")
-        relay = run_mediarelay(relay_pubs, relay_subs, warmup, window)
+        relay = run_mediarelay(relay_pubs, relay_subs, peer_warmup, peer_window)
         progress(f"MediaRelay: {relay}")
 
         ours: dict[str, Any] | None = None
@@ -449,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         if janus_skipped is None:
             progress(f"Janus: 1 chair + {janus_sites} sites")
             try:
-                janus = _sfu_janus.run_janus(fixture, sites=janus_sites, warmup=warmup, window=window, progress=progress,
+                janus = _sfu_janus.run_janus(fixture, sites=janus_sites, warmup=peer_warmup, window=peer_window, progress=progress,
                                              cpu=server_cpu)
                 progress(f"Janus: {janus}")
             except _sfu_janus.JanusUnavailable as exc:

@@ -155,7 +155,7 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     from bench.sfu import assemble
 
     ours = {"sites": 34, "held": True, "limited_by": None, "sfu_cpu_us_per_packet": 10.0,
-            "forwarded_packets_per_s": 18000.4, "sfu_cpu_cores": 0.18, "added_latency_ms_p50": 0.4,
+            "forwarded_packets_per_s": 18000.4, "expected_packets_per_s": 18000.0, "sfu_cpu_cores": 0.18, "added_latency_ms_p50": 0.4,
             "added_latency_ms_p99": 2.5, "video_fps_min": 29.9, "video_fps_mean": 30.0, "video_streams": 280,
             "audio_streams": 105, "audio_pps_min": 50.0, "latency_ms_p50": 0.6, "latency_ms_p99": 3.0,
             "direct_latency_ms_p50": 0.2, "direct_latency_ms_p99": 0.5, "untagged_packets": 0, "sfu_reported": {},
@@ -168,6 +168,10 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     assert out["mediarelay_cpu_ratio"] == 100.0  # 0.1 core / (10 us x 100 packets/s)
     assert out["janus_cpu_ratio"] == 0.25
     assert out["max_sites_one_core"] == 51 and out["max_sites_limited_by"] == "load generator at S=76"
+    assert out["max_participants_one_core"] == 52
+    # 10 us x 18000 packets/s over 35 participants: 0.95 core at 184 participants
+    assert out["max_sites_one_core_estimate"] == int(0.95 / (10e-6 * 18000 / 35)) - 1
+    assert out["delivered_fraction"] == 1.0
     none = assemble(None, "why", [], False, relay, 100.0, None, "no janus", None, {})
     for key in ("sfu_cpu_us_per_packet", "forwarded_packets_per_s", "max_sites_one_core", "added_latency_ms_p50",
                 "added_latency_ms_p99", "mediarelay_cpu_ratio", "janus_cpu_ratio"):
