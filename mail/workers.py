@@ -38,43 +38,72 @@ if TYPE_CHECKING:
 log = logging.getLogger("mail.workers")
 
 START_TIMEOUT = 60.0
+RESTART_DELAY = 1.0  # seconds before a dead child is replaced (no tight crash loop)
 
 
 class AcceptWorkers:
-    """The primary's handle on its child accept processes: start, relay their ids, stop."""
+    """The primary's handle on its child accept processes: start them, relay their ids,
+    start a new one when one dies (as Postfix's master does), stop them."""
 
     def __init__(self, config: Config, ports: dict[str, int], count: int, on_queued_id: Callable[[str], None]):
         self.config, self.ports, self.count = config, ports, count
         self.on_queued_id = on_queued_id
         self.procs: list[asyncio.subprocess.Process] = []
-        self._readers: list[asyncio.Task[None]] = []
+        self.started = asyncio.Event()  # set whenever a child (re)starts; tests wait on it
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
-        settings = pickle.dumps((self.config, self.ports, logging.getLogger().level))
         for i in range(self.count):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mail.workers", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, env={**os.environ, "LIENTHONG_MAIL_WORKER": str(i + 1)})
-            self.procs.append(proc)
-            assert proc.stdin is not None and proc.stdout is not None
+            self.procs.append(await self._spawn(i))
+            self._tasks.append(asyncio.create_task(self._supervise(i), name=f"mail-accept-worker-{i + 1}"))
+
+    async def _spawn(self, i: int) -> asyncio.subprocess.Process:
+        settings = pickle.dumps((self.config, self.ports, logging.getLogger().level))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mail.workers", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "LIENTHONG_MAIL_WORKER": str(i + 1)})
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
             proc.stdin.write(struct.pack("!Q", len(settings)) + settings)
             await proc.stdin.drain()
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-            if line.strip() != b"READY":
-                raise RuntimeError(f"mail accept worker {i + 1} did not start (exit code {proc.returncode}); see its log")
-            self._readers.append(asyncio.create_task(self._relay(proc.stdout), name=f"mail-worker-{i + 1}-ids"))
-            log.info("mail accept worker started", extra={"worker": i + 1, "pid": proc.pid})
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+        if line.strip() != b"READY":
+            await proc.wait()
+            raise RuntimeError(f"mail accept worker {i + 1} did not start (exit code {proc.returncode}); see its log")
+        log.info("mail accept worker started", extra={"worker": i + 1, "pid": proc.pid})
+        self.started.set()
+        return proc
 
-    async def _relay(self, stdout: asyncio.StreamReader) -> None:
-        while line := await stdout.readline():
-            if line.startswith(b"Q "):
+    async def _supervise(self, i: int) -> None:
+        while True:
+            proc = self.procs[i]
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                if line.startswith(b"Q "):
+                    try:
+                        self.on_queued_id(line[2:].strip().decode("ascii"))
+                    except Exception:
+                        log.exception("handing an accepted message to delivery failed; the spool scan will find it")
+            code = await proc.wait()
+            while not self._stopping:
+                log.error("mail accept worker exited; starting a new one", extra={"worker": i + 1, "exit_code": code})
+                await asyncio.sleep(RESTART_DELAY)
                 try:
-                    self.on_queued_id(line[2:].strip().decode("ascii"))
+                    self.procs[i] = await self._spawn(i)
+                    break
                 except Exception:
-                    log.exception("handing an accepted message to delivery failed; the spool scan will find it")
+                    log.exception("starting a mail accept worker failed; retrying")
+            if self._stopping:
+                return
 
     async def stop(self, timeout: float) -> None:
         """EOF on each child's stdin, wait for them to finish their sessions, kill stragglers."""
+        self._stopping = True
         for proc in self.procs:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -85,11 +114,10 @@ class AcceptWorkers:
                 log.warning("mail accept worker did not stop in time; killing it", extra={"pid": proc.pid})
                 proc.kill()
                 await proc.wait()
-        for task in self._readers:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        self.procs.clear()
-        self._readers.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
 
 # --- the child -------------------------------------------------------------------------------

@@ -32,6 +32,16 @@ async def test_two_accept_processes_deliver_everything(tmp_path: Path) -> None:
         messages = await sink.wait_messages(40)
         subjects = {re.search(rb"Subject: (m\d+)", m.content).group(1) for m in messages}  # type: ignore[union-attr]
         assert subjects == {f"m{i}".encode() for i in range(40)}
+
+        # A child that dies is replaced, and the new one accepts on the same port.
+        workers = relay.service.accept_workers
+        workers.started.clear()
+        child.kill()
+        await asyncio.wait_for(workers.started.wait(), 60)
+        (child,) = workers.procs
+        assert child.returncode is None
+        await asyncio.gather(*(send(i) for i in range(40, 50)))
+        await sink.wait_messages(50)
     finally:
         await stop_relay(relay)
         await sink.stop()
