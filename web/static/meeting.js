@@ -45,6 +45,7 @@
     quality: { loss: null, rtt: null, bitrateKbps: null, sendKbps: null, level: "unknown" },  // bitrate received, sent
     sending: {},              // camera/thumb/screen -> {width, height, framesEncoded} of what this site sends
     sendLimits: {},           // send kind -> maxBitrate set on its sender
+    audioBlocked: false,      // the browser refused to play sound before a click (see #btn-sound)
     localDevices: { audio: null, video: null },  // deviceId of the microphone and camera in use
     captured: {},             // camera/thumb -> {width, height} of the local tracks (before the encoder)
     errors: [],               // error messages from the server
@@ -437,8 +438,25 @@
     const el = slotElements[slot].media;
     if (el.srcObject && el.srcObject.getTracks()[0] === track) return;
     el.srcObject = new MediaStream([track]);
-    el.play().catch(() => {});
+    play(el);
     countRenderedFrames(el, slot);
+  }
+
+  function play(el) {
+    // Browsers may refuse sound before the person has touched the page (autoplay policy): then
+    // one click on the prompt starts every audio slot.
+    el.play().catch((e) => {
+      if (e && e.name === "NotAllowedError" && el.tagName === "AUDIO") {
+        state.audioBlocked = true;
+        $("btn-sound").hidden = false;
+      }
+    });
+  }
+
+  function enableSound() {
+    for (const el of $("audio-sinks").querySelectorAll("audio")) el.play().catch(() => {});
+    state.audioBlocked = false;
+    $("btn-sound").hidden = true;
   }
 
   function countRenderedFrames(el, slot) {
@@ -773,6 +791,7 @@
     $("btn-lock").onclick = () => send("lock", { locked: !state.locked });
     $("btn-end").onclick = () => { if (confirm(t("meeting.confirm_end"))) send("end"); };
     $("notice-rejoin").onclick = () => location.reload();
+    $("btn-sound").onclick = () => enableSound();
     $("participants").onclick = (ev) => {
       const button = ev.target.closest("button[data-action]");
       if (!button) return;
