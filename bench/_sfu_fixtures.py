@@ -152,7 +152,19 @@ def audio_level_extension(level: int, ext_id: int = AUDIO_LEVEL_EXT_ID) -> bytes
     return struct.pack("!HHBBH", 0xBEDE, 1, (ext_id << 4) | 0, 0x80 | (level & 0x7F), 0)
 
 
+# A meeting's sound, in RFC 6464 -dBov (lower is louder): the floor holder speaks, now and then
+# another site speaks up for a while (a new pair every INTERJECTION packets), the others carry
+# room noise.  Speaker selection has real changes to follow, not a new loudest site every second.
+FLOOR_SITE = 1
+INTERJECTION = 250  # packets: 5 s of 20 ms audio
+INTERJECTION_CYCLE = 17
+
+
 def site_audio_level(site: int, packet_index: int) -> int:
-    """Per-site level that varies over time, so speaker selection has something to choose."""
-    phase = (packet_index // 50 + site) % 10
-    return 20 + 8 * phase if phase else 10
+    """The level of ``site``'s ``packet_index``-th audio packet (deterministic)."""
+    wobble = (packet_index * 7 + site * 13) % 6  # a few dB of variation, like a real signal
+    if site == FLOOR_SITE:
+        return 15 + wobble
+    if (packet_index // INTERJECTION + site) % INTERJECTION_CYCLE == 0:
+        return 28 + wobble
+    return 85 + (site * 5) % 10 + wobble

@@ -7,8 +7,9 @@ and the latency tag at the payload's end).  Each site does what a browser page d
 transceivers of ``Participant.layout()`` in order, offers without candidates and trickles
 them, publishes Opus (with RFC 6464 levels), its full 640x360 camera layer and its 320x180
 thumbnail layer at real pace, answers PLI/FIR with a keyframe, and subscribes with the
-default slots.  The chair gives the floor to site 1, so the main slot is steady while
-measured (a meeting where a site has the floor).
+default slots.  The chair gives the floor to site 1, whose audio is the loudest; now and then
+two other sites speak up (``_sfu_fixtures.site_audio_level``), so audio and gallery slots
+follow real speaker changes while the main slot stays on the floor holder.
 
 Latency: ``_sfu_load.tag_packet`` tags every sent packet; subscribers look the tag up in the
 shared send-time table.  A direct path measured in the same run, a second PacketPeer pair
@@ -33,7 +34,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from bench._sfu_fixtures import AUDIO_FRAME_S, FPS, MediaFixture
+from bench._sfu_fixtures import AUDIO_FRAME_S, FLOOR_SITE, FPS, MediaFixture
 from bench._sfu_load import SiteReplay, StreamStats, keyframe_requests, percentile, site_phase, tag_packet
 from bench._sfu_ours import SfuProcess, process_wait_seconds
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration
@@ -247,7 +248,7 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
                 info = await sfu.join(f"site-{i}", "Chủ trì" if i == 0 else f"Điểm cầu {i}", role)
                 peers.append(SitePeer(i, role, info["id"], info["layout"], StreamStats(send_times)))
             await _connect_all(sfu, peers, fixture, thumb)
-            floor = peers[1] if sites >= 1 else peers[0]
+            floor = peers[FLOOR_SITE] if sites >= FLOOR_SITE else peers[0]  # the site that speaks
             await sfu.call(peers[0].pid, "set_floor", floor.pid)
             assert floor.replay is not None
             await direct.connect(floor.replay)

@@ -52,10 +52,18 @@ def test_rtp_header_and_audio_level_parse_with_aiortc() -> None:
     assert unpack_header_extensions(profile, ext[4 : 4 + 4 * words]) == [(fixtures.AUDIO_LEVEL_EXT_ID, bytes([0x80 | 42]))]
 
 
-def test_site_audio_levels_vary_per_site() -> None:
-    levels = {fixtures.site_audio_level(site, 0) for site in range(10)}
-    assert len(levels) > 5
-    assert all(0 <= level <= 127 for level in levels)
+def test_site_audio_levels_make_a_meeting() -> None:
+    level = fixtures.site_audio_level
+    sites = range(35)
+    assert all(0 <= level(s, n) <= 127 for s in sites for n in range(0, 3000, 37))
+    # The floor holder is the loudest at every moment; about two others speak up at a time, and
+    # who they are changes every 5 s.
+    for n in (0, 100, 250, 1000, 2749):
+        loudest = sorted(sites, key=lambda s: level(s, n))
+        assert loudest[0] == fixtures.FLOOR_SITE
+        speaking = {s for s in sites if level(s, n) < 50} - {fixtures.FLOOR_SITE}
+        assert 1 <= len(speaking) <= 3
+    assert {s for s in sites if level(s, 0) < 50} != {s for s in sites if level(s, 250) < 50}
 
 
 def test_replay_paces_and_keeps_sequence_continuous_across_loops(tmp_path: Path) -> None:
