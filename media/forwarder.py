@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import struct
 import time
@@ -325,7 +326,7 @@ class SlotSender:
 
     __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rtx", "rtx_ssrc", "rtx_seq", "ast_id",
                  "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted",
-                 "send")
+                 "send", "previous")
 
     def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
         self.endpoint = endpoint
@@ -352,11 +353,18 @@ class SlotSender:
         self.dropped = 0
         self.retransmitted = 0
         self.send = endpoint.peer.send_rtp
+        # the epoch before the last switch, for NACKs that name it: (source, rewriters)
+        self.previous: tuple[Source, SlotRewriter, vp8.Vp8Rewriter] | None = None
+
+    def _keep_epoch(self) -> None:
+        if self.source is not None and not self.waiting_keyframe and self.rewriter.source_ssrc is not None:
+            self.previous = (self.source, copy.copy(self.rewriter), copy.copy(self.vp8))
 
     def set_source(self, source: Source | None, now: float) -> None:
         old = self.source
         if old is source:
             return
+        self._keep_epoch()
         if old is not None:
             old.outs.remove(self)
             if self.waiting_keyframe:
@@ -377,6 +385,7 @@ class SlotSender:
     def _wait_for_keyframe(self, now: float) -> None:
         source = self.source
         if source is not None and not self.waiting_keyframe:
+            self._keep_epoch()
             self.waiting_keyframe = True
             source.waiting += 1
             self.rewriter.switch()
@@ -432,36 +441,52 @@ class SlotSender:
             self.dropped += 1
 
     def retransmit(self, seqs: Sequence[int]) -> None:
-        """Answer a subscriber's NACK from the source's packet cache (RTX when negotiated)."""
-        source = self.source
-        if source is None or source.cache is None or self.waiting_keyframe:
+        """Answer a subscriber's NACK from the source's packet cache (RTX when negotiated).
+        Sequence numbers of the epoch before the last switch are answered too: losses just
+        before a switch are NACKed just after it."""
+        epochs = []
+        if self.source is not None and not self.waiting_keyframe:
+            epochs.append((self.source, self.rewriter, self.vp8))
+        if self.previous is not None:
+            epochs.append(self.previous)
+        if not epochs:
             return
         for out_seq in seqs:
-            src_seq = self.rewriter.source_seq(out_seq)
-            cached = source.cache.get(src_seq) if src_seq is not None else None
-            if cached is None:
-                continue
-            codec = source.codecs.get(cached[1] & 0x7F)
-            pt = self.pt_map.get(codec) if codec is not None else None
-            again = self.rewriter.retransmit(cached)
-            bounds = payload_bounds(cached)
-            if again is None or pt is None or bounds is None:
-                continue
-            buf: bytearray | None = bytearray(again[:12])
-            buf += again[bounds[0]:bounds[1]]  # type: ignore[operator]
-            buf[0] &= 0xC0  # type: ignore[index]
-            buf[1] = (buf[1] & 0x80) | pt  # type: ignore[index]
-            if codec == "vp8":
-                buf = self.vp8.retransmit(buf, 12)  # type: ignore[arg-type]
+            for source, rewriter, vp8_rewriter in epochs:
+                buf = self._again(source, rewriter, vp8_rewriter, out_seq)
                 if buf is None:
                     continue
-            rtx_pt = self.rtx.get(pt)
-            data: bytes | bytearray | None = buf
-            if rtx_pt is not None:
-                data = build_rtx(buf, rtx_pt, self.rtx_ssrc, self.rtx_seq)
-                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            if data is not None and self.endpoint.peer.send_rtp(data):
-                self.retransmitted += 1
+                rtx_pt = self.rtx.get(buf[1] & 0x7F)
+                data: bytes | bytearray | None = buf
+                if rtx_pt is not None:
+                    data = build_rtx(buf, rtx_pt, self.rtx_ssrc, self.rtx_seq)
+                    self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                if data is not None and self.send(data):
+                    self.retransmitted += 1
+                break
+
+    def _again(self, source: Source, rewriter: SlotRewriter, vp8_rewriter: vp8.Vp8Rewriter,
+               out_seq: int) -> bytearray | None:
+        """The packet sent as ``out_seq`` in ``rewriter``'s epoch, rebuilt from the cache."""
+        if source.cache is None:
+            return None
+        src_seq = rewriter.source_seq(out_seq)
+        cached = source.cache.get(src_seq) if src_seq is not None else None
+        if cached is None:
+            return None
+        codec = source.codecs.get(cached[1] & 0x7F)
+        pt = self.pt_map.get(codec) if codec is not None else None
+        again = rewriter.retransmit(cached)
+        bounds = payload_bounds(cached)
+        if again is None or pt is None or bounds is None:
+            return None
+        buf = bytearray(again[:12])
+        buf += again[bounds[0]:bounds[1]]
+        buf[0] &= 0xC0
+        buf[1] = (buf[1] & 0x80) | pt
+        if codec == "vp8":
+            return vp8_rewriter.retransmit(buf, 12)
+        return buf
 
     def send_sender_report(self, sr: SenderReport) -> None:
         """The source's SR in this slot's timestamp space, so the subscriber keeps lip sync."""
@@ -772,6 +797,11 @@ class RoomForwarder:
         if self.endpoints.get(endpoint.id) is endpoint:
             del self.endpoints[endpoint.id]
         self._retire_counters(endpoint)
+        gone = set(map(id, endpoint.sources.values()))
+        for other in self.endpoints.values():
+            for slot in other.slots.values():
+                if slot.previous is not None and id(slot.previous[0]) in gone:
+                    slot.previous = None
         for slot in endpoint.slots.values():
             slot.set_source(None, now)
         for source in endpoint.sources.values():

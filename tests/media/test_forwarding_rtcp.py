@@ -69,6 +69,25 @@ async def test_downstream_loss_is_answered_from_the_cache_with_rtx(service: medi
         await close_all(chair, a, b)
 
 
+async def test_a_nack_naming_the_epoch_before_a_switch_is_answered(service: media.MediaService) -> None:
+    chair, a, b = await three(service)
+    try:
+        await chair.p.set_floor(a.id)
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: b.site.fills("main").count(2) >= 10)
+            before = b.site.received["main"].packets[-3][1]         # a packet of a's epoch
+            await chair.p.set_floor(chair.id)
+            await b.site.until(lambda: b.site.fills("main")[-3:] == [1, 1, 1])
+            line = b.site.slot_line("main")
+            b.site.peer.send_rtcp(rtcp.build_rr(line.local_ssrc) +
+                                  rtcp.build_nack(line.local_ssrc, line.remote_ssrcs[0], [before]))
+            await b.site.until(lambda: before in b.site.received["main"].recovered)
+        again = [p for p in b.site.received["main"].packets if p[1] == before]
+        assert len(again) == 2 and again[0][2] == again[1][2] and again[1][4] == again[0][4]
+    finally:
+        await close_all(chair, a, b)
+
+
 async def test_sender_reports_are_translated_into_the_slot_timestamps(service: media.MediaService) -> None:
     chair, a, b = await three(service)
     try:
