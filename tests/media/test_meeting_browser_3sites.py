@@ -26,16 +26,17 @@ pytestmark = pytest.mark.browser
 PlaywrightTimeout = pytest.importorskip("playwright.async_api").TimeoutError
 
 CHAIR, HA_NOI, LAO_CAI = "bo-dttg", "so-dttg-ha-noi", "so-dttg-lao-cai"
+OBSERVER = "so-dttg-son-la"
 # Far apart in RGB: a decoded picture is told apart by the nearest of them (VP8's colour
 # conversion moves a channel by up to ~40).
-COLOURS = {CHAIR: (220, 40, 40), HA_NOI: (40, 190, 60), LAO_CAI: (40, 80, 220)}
+COLOURS = {CHAIR: (220, 40, 40), HA_NOI: (40, 190, 60), LAO_CAI: (40, 80, 220), OBSERVER: (128, 128, 128)}
 SCREEN = "screen"  # a shared screen is yellow, whoever shares it
 SCREEN_COLOUR = (230, 200, 40)
 PAINTS = {**COLOURS, SCREEN: SCREEN_COLOUR}
 # The phone-sized site checks the page's layout on a 390x844 screen at the same time.
-VIEWPORTS = {CHAIR: (1280, 800), HA_NOI: (390, 844), LAO_CAI: (1280, 800)}
+VIEWPORTS = {CHAIR: (1280, 800), HA_NOI: (390, 844), LAO_CAI: (1280, 800), OBSERVER: (390, 844)}
 # Lào Cai's page is in English (the others in Vietnamese, the default).
-LANGS = {CHAIR: "vi", HA_NOI: "vi", LAO_CAI: "en"}
+LANGS = {CHAIR: "vi", HA_NOI: "vi", LAO_CAI: "en", OBSERVER: "vi"}
 # Deadlines, not expectations: a loaded 2-core machine can be slow to start three Chromium pages.
 JOIN_MS = 60_000
 MEDIA_MS = 60_000
@@ -350,16 +351,25 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
     from playwright.async_api import async_playwright
 
     start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI],
+                                                         observers=[OBSERVER]))
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
-            sites = {unit: await open_site(browser, running, created, unit) for unit in (CHAIR, HA_NOI, LAO_CAI)}
-            chair, ha_noi, lao_cai = sites[CHAIR], sites[HA_NOI], sites[LAO_CAI]
+            sites = {unit: await open_site(browser, running, created, unit)
+                     for unit in (CHAIR, HA_NOI, LAO_CAI, OBSERVER)}
+            chair, ha_noi, lao_cai, observer = sites[CHAIR], sites[HA_NOI], sites[LAO_CAI], sites[OBSERVER]
             for site in sites.values():
-                await site.until("() => window.lienthong.joined && window.lienthong.participants.length === 3",
+                await site.until("() => window.lienthong.joined && window.lienthong.participants.length === 4",
                                  timeout=JOIN_MS)
                 site.id = await site.state("me.id")
+
+            # The observer receives only: every transceiver receive-only, no publishing controls.
+            assert await observer.state("me.role") == "observer"
+            assert all(entry["send"] is None for entry in await observer.state("layout"))
+            for control_id in ("#btn-mic", "#btn-cam", "#btn-share", "#btn-hand", "#chair-panel", "#tile-self"):
+                assert not await observer.page.is_visible(control_id), control_id
+            assert await observer.page.is_visible("#btn-leave")
             chair.page.on("dialog", lambda dialog: dialog.accept())  # "remove this site?", "end the meeting?"
 
             def control(site: Site, action: str) -> Any:
@@ -390,12 +400,12 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
             await control(lao_cai, "remove_site").click()
             await lao_cai.until("() => window.lienthong.phase === 'closed' && window.lienthong.closedReason === 'removed'")
             assert await lao_cai.page.inner_text("#notice-text") == "The chair removed this site from the meeting."
-            for site in (chair, ha_noi):
+            for site in (chair, ha_noi, observer):
                 await site.until("(id) => !window.lienthong.participants.some((p) => p.id === id)", lao_cai.id)
 
             # End: every remaining page closes with the reason, and does not try to reconnect.
             await chair.page.click("#btn-end")
-            for site in (chair, ha_noi):
+            for site in (chair, ha_noi, observer):
                 await site.until("() => window.lienthong.phase === 'closed' && window.lienthong.closedReason === 'ended'")
                 assert await site.page.inner_text("#notice-text") == "Cuộc họp đã kết thúc."
             assert await ha_noi.state("connects") == 1
