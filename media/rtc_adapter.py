@@ -39,10 +39,17 @@ API (everything is synchronous except negotiation and close)::
     await pc.setLocalDescription(await pc.createOffer()); ...; await pc.setRemoteDescription(answer)
 
     await peer.wait_connected(timeout)    # DTLS-SRTP keys ready (raises ConnectionError on failure)
-    peer.send_rtp(packet)                 # -> bool; packet's SSRC should be negotiated()[i].local_ssrc
+    peer.send_rtp(packet)                 # bytes/bytearray -> bool; SSRC: negotiated()[i].local_ssrc
     peer.send_rtcp(compound)              # -> bool
     await peer.add_ice_candidate({"candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0})
+    peer.local_candidates()               # ["candidate:..."] to trickle
+    peer.connected / peer.failed          # media can flow / the path died (not closed by us)
     await peer.close()                    # closes the RTCPeerConnection and its sockets
+
+    # ICE restart (aiortc has none): same DTLS-SRTP session and SSRCs, a new ICE agent
+    answer = await peer.answer_ice_restart(offer_sdp)   # None: not a re-offer of this connection
+    offer = await peer.offer_ice_restart(); await peer.accept_ice_restart_answer(answer)
+    await peer.wait_ice_restart(timeout)                # media moved to the new agent
 
 Callbacks run synchronously inside the event loop's UDP callback: they must not block and must
 not raise (an exception is logged and the packet dropped).  ``on_rtp(packet, mid, arrival)``:
@@ -51,13 +58,15 @@ the remote SDP declared, else learned once from the RFC 8843 MID header extensio
 ``arrival`` is ``time.monotonic()`` at reception (the event loop's clock).  ``on_rtcp(packet)``
 gets a decrypted compound RTCP packet.
 
-``send_rtp`` returns False without sending when the DTLS-SRTP session is not up, the pair is
-gone, or the socket's write backlog exceeds ``max_backlog`` bytes (a slow or dead link): the
-caller decides what a drop means (video: wait for a keyframe).  Sending never blocks.
+``send_rtp`` protects the packet in libsrtp's buffer and ``sendto``s it on the selected pair's
+non-blocking socket at once: no queue, no task.  It returns False without sending when the
+DTLS-SRTP session is not up, there is no selected pair, or the socket's send buffer is full (a
+slow or dead link): the caller decides what a drop means (video: wait for a keyframe).
 
 What aiortc still does: SDP, ICE connectivity checks and consent, DTLS handshake.  What it no
 longer does for hooked peers: RTCP reports, NACK/PLI/REMB, jitter buffer, RTX; the caller does
-them from the raw packets.  aiortc has no ICE restart: a new offer needs a new peer connection.
+them from the raw packets.  A relayed (TURN) selected pair is not supported by the sender (the
+server is reachable directly: configure candidate addresses; browsers may still use TURN).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 import media
 from lienthong.config import Config
 from media import rtcp
-from tests.media.sfu_client import Pump, Site, complete
+from tests.media.sfu_client import Pump, complete
 from tests.media.test_forwarding import Member, close_all, join
 
 
