@@ -42,12 +42,15 @@ class DkimSigner:
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """``message`` with a DKIM-Signature header prepended, or unchanged without a key."""
+        return self.signature(message, domain) + message
+
+    def signature(self, message: bytes, domain: str) -> bytes:
+        """The DKIM-Signature header line(s) for ``message`` (CRLF), or b"" without a key."""
         key = self.key_for(domain)
         if key is None:
-            return message
+            return b""
         present = {line.split(b":", 1)[0].strip().lower() for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
                    if b":" in line and not line[:1].isspace()}
         headers = [h for h in SIGNED_HEADERS if h in present]
-        signature = dkim.sign(message, self.selector.encode(), domain.encode(), key, include_headers=headers,
-                              linesep=b"\r\n")
-        return signature + message
+        return dkim.sign(message, self.selector.encode(), domain.encode(), key, include_headers=headers,
+                         linesep=b"\r\n")
