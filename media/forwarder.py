@@ -589,7 +589,13 @@ class RoomForwarder:
                  on_change: Callable[[bool, dict[str, dict[str, str | None]]], None],
                  metrics: ForwarderMetrics | None = None):
         self.room = room
-        self.settings = _Settings(IcePolicy.from_config(config), ice_servers, config.gallery_slots, config.audio_slots)
+        # The server's own ICE agents use the configured STUN servers only: TURN is for browsers
+        # behind strict firewalls (they relay to the server's host candidates); a server-side
+        # relay would put every packet through a TURN allocation.
+        stun_only = [dict(server, urls=[u for u in server["urls"] if u.lower().startswith(("stun:", "stuns:"))])
+                     for server in ice_servers]
+        stun_only = [server for server in stun_only if server["urls"]]
+        self.settings = _Settings(IcePolicy.from_config(config), stun_only, config.gallery_slots, config.audio_slots)
         self.on_change = on_change
         self.endpoints: dict[str, Endpoint] = {}
         self.assignment: dict[str, dict[str, str | None]] = {}

@@ -126,3 +126,14 @@ async def test_an_observer_receives_only(service: media.MediaService) -> None:
     finally:
         await site.close()
         await close_all(chair, a)
+
+
+def test_the_servers_own_ice_agents_use_stun_only() -> None:
+    from media.config import MediaConfig
+    from media.forwarder import RoomForwarder
+
+    servers = [{"urls": ["stun:stun.example.gov.vn:3478", "turn:turn.example.gov.vn:3478?transport=udp"],
+                "username": "u", "credential": "p"}, {"urls": ["turns:turn.example.gov.vn:5349"]}]
+    forwarder = RoomForwarder(Room("r"), MediaConfig(), servers, on_change=lambda speaker, changed: None)
+    assert forwarder.settings.ice_servers == [{"urls": ["stun:stun.example.gov.vn:3478"], "username": "u",
+                                               "credential": "p"}]
