@@ -456,3 +456,18 @@ def test_random_switches_keep_outgoing_stream_continuous() -> None:
                 assert step == 3000 if i == 0 else step in (0, 3000)  # a switch: one frame later
             prev = (out_seq, out_ts)
             seq, ts = (seq + 1) & 0xFFFF, (ts + rnd.choice((0, 3000))) & 0xFFFFFFFF
+
+
+def test_copy_is_an_independent_snapshot_of_the_epoch() -> None:
+    # the forwarder keeps copy.copy(rewriter) of the epoch before a switch to answer late NACKs
+    import copy
+    r = SlotRewriter(out_ssrc=7)
+    r.rewrite(rtp(100, 5000, 1))
+    r.rewrite(rtp(101, 8000, 1))
+    kept = copy.copy(r)
+    r.switch()
+    r.rewrite(rtp(9, 9, 2))
+    assert kept.source_seq(101) == 101 and r.source_seq(101) is None
+    again = kept.retransmit(rtp(101, 8000, 1, b"y"))
+    assert again is not None and header(again) == (101, 8000, 7)
+    assert header(r.rewrite(rtp(10, 3009, 2)))[0] == 103

@@ -380,3 +380,14 @@ def test_real_vp8_stream_rewritten_across_a_switch_keeps_payload() -> None:
             assert o is not None and bytes(out[o.size:]) == p[d.size:]
             ids.append(o.picture_id)
     assert ids[0] == 78 and sorted({i for i in ids if i is not None}) == [78, 79, 80] and None not in ids
+
+
+def test_copy_is_an_independent_snapshot() -> None:
+    import copy
+    r = Vp8Rewriter()
+    rewrite(r, descriptor(picture_id=40, tl0=3) + DELTA, ssrc=1)
+    kept = copy.copy(r)
+    r.switch()
+    assert fields(rewrite(r, descriptor(picture_id=900, tl0=77) + DELTA, ssrc=2)) == (41, 4, None)
+    again = kept.retransmit(bytearray(descriptor(picture_id=40, tl0=3) + DELTA), 0)
+    assert again is not None and fields(bytes(again)) == (40, 3, None)
