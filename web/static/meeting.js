@@ -278,7 +278,9 @@
       // "disconnected" often heals by itself (a short outage); restart only if it lasts.
       if (pc.iceConnectionState === "disconnected") iceTimer = setTimeout(restartIce, 4000);
     };
-    pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" && state.phase === "joined") setStatus(t("meeting.media_failed")); };
+    pc.onconnectionstatechange = () => {
+      if (thisPc === pc && pc.connectionState === "failed" && state.phase === "joined") setStatus(t("meeting.media_failed"));
+    };
     pc.ontrack = (ev) => attachTrack(ev.transceiver, ev.track);
     showSelfView(cam);
     transceivers = [];
@@ -286,14 +288,17 @@
       const track = { audio: mic, camera: cam, thumb: thumbTrack, screen: null }[entry.send] || null;
       const direction = entry.direction || (entry.send && entry.slot ? "sendrecv" : entry.send ? "sendonly" : "recvonly");
       const init = { direction };
-      if (entry.send === "thumb") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 150000, maxFramerate: 15 }];
+      // The thumbnail's limits go in at creation (no setParameters before negotiation: Firefox
+      // refuses it); where applyConstraints left the clone large, the encoder scales it down.
+      if (entry.send === "thumb") init.sendEncodings = [Object.assign({ maxBitrate: entry.max_bitrate || 150000, maxFramerate: 15 },
+                                                                      thumbScale(cam) > 1.01 ? { scaleResolutionDownBy: thumbScale(cam) } : {})];
       if (entry.send === "camera") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 1500000 }];
       if (entry.send === "screen") init.sendEncodings = [{ maxBitrate: entry.max_bitrate || 1500000 }];
       const tr = pc.addTransceiver(track || entry.kind, init);
       if (!track && entry.send && direction !== "recvonly") tr.direction = direction;  // a placeholder sender (replaceTrack later)
       transceivers.push(tr);
       if (track) state.localTracks[entry.send] = true;
-      if (entry.send === "thumb" && track) scaleThumb(tr, cam);
+      if (entry.send === "thumb" && track) state.sendLimits.thumb = ((tr.sender.getParameters().encodings || [])[0] || {}).maxBitrate || null;
     }
     // Others see which of camera and microphone this site really has.
     if (state.me.role !== "observer" && (!mic || !cam)) send("media_state", { audio: Boolean(mic), video: Boolean(cam) });
@@ -308,20 +313,24 @@
     await negotiate({});
   }
 
+  function thumbScale(cam) {
+    // How much the encoder must shrink the thumbnail clone to reach ~320 px wide.
+    const width = (thumbTrack && thumbTrack.getSettings().width) || (cam && cam.getSettings().width) || 1280;
+    return Math.max(1, width / 320);
+  }
+
   async function scaleThumb(transceiver, cam) {
-    // Where applyConstraints on the clone could not shrink it, let the encoder scale it down.
-    const settings = thumbTrack.getSettings();
-    const width = settings.width || (cam.getSettings().width || 1280);
-    const factor = Math.max(1, width / 320);
+    // After a camera switch (negotiated by then, so setParameters is allowed everywhere).
+    const factor = thumbScale(cam);
     try {
       const params = transceiver.sender.getParameters();
       if (!params.encodings || !params.encodings.length) params.encodings = [{}];
       params.encodings[0].maxBitrate = 150000;
       params.encodings[0].maxFramerate = 15;
-      if (factor > 1.01) params.encodings[0].scaleResolutionDownBy = factor;
+      params.encodings[0].scaleResolutionDownBy = factor > 1.01 ? factor : 1;
       await transceiver.sender.setParameters(params);
       state.sendLimits.thumb = transceiver.sender.getParameters().encodings[0].maxBitrate;
-    } catch (e) { /* Firefox before negotiation: sendEncodings already set the bitrate */ }
+    } catch (e) { /* the old limits stay */ }
   }
 
   async function negotiate(options) {
