@@ -1,19 +1,25 @@
 """The durable spool: nothing accepted is lost.
 
 Layout under the spool folder:
-  tmp/<id>.*        being written; removed at start (never accepted)
-  queue/<id>.msg    one file per accepted message: a header line ``LTSPOOL1 <envelope JSON>``,
-                    then the message as accepted (our Received: header first)
+  queue/<id>.msg    one file per accepted message: a header line
+                    ``LTSPOOL1 <content length> <envelope JSON>``, then the message as
+                    accepted (our Received: header first)
   queue/<id>.env    its envelope with later delivery state (JSON), once ``save`` has run;
                     it supersedes the envelope in the ``.msg`` header
-A message exists once its ``.msg`` is in ``queue/``.  ``commit`` writes the one file to tmp/,
-fdatasyncs it, renames it into queue/ and fsyncs queue/; only then does the SMTP handler
-answer 250.  So one file and one data sync per message; the queue/ fsync is shared (group
-commit: a thread that renamed a file syncs the folder unless a sync that began after its
-rename has already finished, so all messages renamed while one sync runs share the next),
+  tmp/              ``save``'s envelopes being written; emptied at start
+A message exists once its ``.msg`` is complete in ``queue/``.  ``commit`` creates it there
+under its final name, writes it, fdatasyncs it and fsyncs queue/; only then does the SMTP
+handler answer 250.  A ``.msg`` shorter than its header says (a crash before that sync) was
+never acknowledged and is removed at start; so is one without a header line at all.
+Writing in place rather than renaming from tmp/ saves a second journal commit per message:
+on ext4 the file's sync also commits its directory entry, and the queue/ fsync that POSIX
+asks for then finds nothing left to write.  That fsync is shared (group commit: a thread
+syncs the folder unless a sync that began after its file was synced has already finished),
 and the data syncs of concurrent sessions run in parallel threads, which the filesystem
 journal batches.  ``remove`` unlinks the ``.msg`` first: a crash between the two unlinks
-leaves an ``.env`` without ``.msg``, removed at start.
+leaves an ``.env`` without ``.msg``, removed at start.  Readers that list the queue while
+sessions are committing may see a ``.msg`` being written: ``load`` then fails (no complete
+header), or the delivery side's scan leaves young never-tried messages alone.
 
 Spools written before the one-file layout (``.msg`` content only, ``.env`` beside it) are
 still read; there a ``.msg`` without ``.env`` was a half-done commit, removed at start.
@@ -97,6 +103,19 @@ def new_id() -> str:
 
 
 MAGIC = b"LTSPOOL1 "
+MAX_HEADER = 1 << 20  # an envelope line is a few KB even with hundreds of recipients
+
+
+def _parse_header(line: bytes) -> tuple[int, bytes] | None:
+    """``LTSPOOL1 <length> <json>\\n`` → (content length, JSON); -1 when the length is absent
+    (files from before it was recorded); None for no complete header line."""
+    if not line.startswith(MAGIC) or not line.endswith(b"\n"):
+        return None
+    rest = line[len(MAGIC):]
+    if rest[:1] == b"{":
+        return -1, rest
+    length, _, data = rest.partition(b" ")
+    return (int(length), data) if length.isdigit() else None
 
 
 def _write_all(fd: int, parts: Sequence[bytes]) -> None:
@@ -148,8 +167,8 @@ class Spool:
         names = set(os.listdir(self.queue))
         for name in sorted(names):
             stem, _, suffix = name.rpartition(".")
-            if suffix == "msg" and f"{stem}.env" not in names and not self._has_header(self.queue / name):
-                (self.queue / name).unlink(missing_ok=True)  # old layout: commit cut between renames
+            if suffix == "msg" and f"{stem}.env" not in names and not self._complete(self.queue / name):
+                (self.queue / name).unlink(missing_ok=True)  # a commit cut short: never acknowledged
                 removed.append(name)
             elif suffix == "env" and f"{stem}.msg" not in names:
                 (self.queue / name).unlink(missing_ok=True)  # remove cut between its unlinks
@@ -163,9 +182,13 @@ class Spool:
             self._executor = None
 
     @staticmethod
-    def _has_header(path: Path) -> bool:
+    def _complete(path: Path) -> bool:
+        """A one-file message as long as its header says (old-layout files have no header)."""
         with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
+            header = f.readline(MAX_HEADER)
+            size = os.fstat(f.fileno()).st_size
+        parsed = _parse_header(header)
+        return parsed is not None and (parsed[0] < 0 or size == len(header) + parsed[0])
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if self._executor is None:
@@ -181,7 +204,8 @@ class Spool:
 
     async def commit_parts(self, envelope: Envelope, parts: Sequence[bytes]) -> str:
         """``commit`` of the concatenation of ``parts`` (written without joining them)."""
-        header = MAGIC + envelope.to_json() + b"\n"
+        length = sum(len(p) for p in parts)
+        header = b"%s%d %s\n" % (MAGIC, length, envelope.to_json())
         try:
             await self._run(self._write_message, envelope.id, (header, *parts))
         except OSError as e:
@@ -189,23 +213,21 @@ class Spool:
         return envelope.id
 
     def _write_message(self, queue_id: str, parts: Sequence[bytes]) -> None:
-        tmp = f"{self.tmp}/{queue_id}.msg"
         final = f"{self.queue}/{queue_id}.msg"
-        renamed = False
+        created = False
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            created = True
             try:
                 _write_all(fd, parts)
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp, final)
-            renamed = True
             self._sync_queue_dir_now()
         except OSError:
-            for p in (final, tmp) if renamed else (tmp,):
+            if created:
                 try:
-                    os.unlink(p)
+                    os.unlink(final)
                 except OSError:
                     pass
             raise
@@ -280,10 +302,10 @@ class Spool:
         except FileNotFoundError:
             pass
         with open(self.queue / f"{queue_id}.msg", "rb") as f:
-            line = f.readline()
-        if not line.startswith(MAGIC):
-            raise FileNotFoundError(f"{queue_id}: no envelope")
-        return Envelope.from_json(line[len(MAGIC):])
+            parsed = _parse_header(f.readline(MAX_HEADER))
+        if parsed is None:
+            raise FileNotFoundError(f"{queue_id}: no envelope (being written, or not a message)")
+        return Envelope.from_json(parsed[1])
 
     def content(self, queue_id: str) -> bytes:
         data = (self.queue / f"{queue_id}.msg").read_bytes()

@@ -76,7 +76,8 @@ async def test_commit_parts_are_written_in_order(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     qid = await spool.commit_parts(_envelope(), (b"Received: x\r\n", b"", b"Subject: y\r\n\r\nz\r\n"))
     assert spool.content(qid) == b"Received: x\r\nSubject: y\r\n\r\nz\r\n"
-    assert (spool.queue / f"{qid}.msg").read_bytes().startswith(MAGIC + b"{")
+    raw = (spool.queue / f"{qid}.msg").read_bytes()
+    assert raw.startswith(MAGIC + b"%d {" % len(spool.content(qid)))
 
 
 async def test_concurrent_commits_all_land(tmp_path: Path) -> None:
@@ -98,9 +99,16 @@ def test_open_removes_crash_leftovers(tmp_path: Path) -> None:
     (spool.queue / "def.msg").write_bytes(b"renamed but no envelope: never acknowledged")
     (spool.queue / "ghi.msg").write_bytes(b"kept")
     (spool.queue / "ghi.env").write_bytes(_envelope().to_json())
+    env = _envelope()
+    header = MAGIC + b"12 " + env.to_json() + b"\n"
+    (spool.queue / "jkl.msg").write_bytes(header + b"cut short")  # crash before the sync: 9 of 12
+    (spool.queue / "mno.msg").write_bytes(header[:40])  # crash inside the header
+    (spool.queue / f"{env.id}.msg").write_bytes(header + b"twelve bytes")  # complete: accepted
+    (spool.queue / "pqr.env").write_bytes(env.to_json())  # remove() cut between its two unlinks
     removed = Spool(tmp_path / "spool").open()
-    assert sorted(removed) == ["abc.env", "abc.msg", "def.msg"]
-    assert sorted(p.name for p in spool.queue.iterdir()) == ["ghi.env", "ghi.msg"]
+    assert sorted(removed) == ["abc.env", "abc.msg", "def.msg", "jkl.msg", "mno.msg", "pqr.env"]
+    assert sorted(p.name for p in spool.queue.iterdir()) == sorted(["ghi.env", "ghi.msg", f"{env.id}.msg"])
+    assert spool.load(env.id) == env and spool.content(env.id) == b"twelve bytes"
     assert list(spool.tmp.iterdir()) == []
 
 
