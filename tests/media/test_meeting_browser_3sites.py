@@ -249,6 +249,12 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
             assert 0 < sending["thumb"]["width"] <= 320 and 0 < sending["thumb"]["height"] <= 180, sending
             assert await chair.state("sendLimits.thumb") == 150_000
 
+            # The SFU names an active speaker (from audio levels; Chromium's fake microphones all
+            # beep): the pages highlight it in their participant lists.
+            for site in sites.values():
+                await site.until("() => { const id = window.lienthong.speaker; return id && document.querySelector("
+                                 "`#participants li.speaking[data-participant=\"${id}\"]`) !== null; }")
+
             # Lào Cai asks to speak: the chair sees it in its queue.  Hà Nội mutes its microphone:
             # the others see it.
             await lao_cai.page.click("#btn-hand")
