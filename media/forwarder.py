@@ -94,13 +94,26 @@ class ForwarderError(Exception):
 # Slot assignment (pure)
 
 
+class RoomView:
+    """What every subscriber's assignment reads, computed once per reassignment."""
+
+    __slots__ = ("publishers", "sharers")
+
+    def __init__(self, room: Room):
+        self.publishers = [m.id for m in room.members.values() if m.role != "observer"]
+        self.sharers = [m.id for m in room.members.values() if m.screen and m.role != "observer"]
+
+
 def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *, gallery_slots: int,
-                 audio_slots: int, speaker: str | None, loudest: Sequence[str]) -> dict[str, str | None]:
+                 audio_slots: int, speaker: str | None, loudest: Sequence[str],
+                 view: RoomView | None = None) -> dict[str, str | None]:
     """Which participant feeds each of ``subscriber``'s slots.  ``loudest``: publishing
     participants, loudest first (speaking ones; the others follow in join order).  Sources
-    already in a gallery or audio slot keep their place (no needless switch)."""
+    already in a gallery or audio slot keep their place (no needless switch).  ``view``: the
+    room's ``RoomView`` when assigning for many subscribers at once."""
     members = room.members
-    others = [m.id for m in members.values() if m.id != subscriber and m.role != "observer"]
+    view = view or RoomView(room)
+    others = [p for p in view.publishers if p != subscriber]
     present = set(others)
     chair = room.chair()
     chair_id = chair.id if chair is not None and chair.id != subscriber else None
@@ -121,7 +134,7 @@ def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *
     audio_wanted = ([main] if main is not None and main in audible and room.floor == main else []) + audible
     audio_prev = [previous.get(f"audio-{k}") for k in range(audio_slots)]
     audio = stable_assignment(audio_prev, audio_wanted)
-    screen = next((m.id for m in members.values() if m.screen and m.id != subscriber and m.role != "observer"), None)
+    screen = next((p for p in view.sharers if p != subscriber), None)
     slots: dict[str, str | None] = {"main": main, "chair": chair_id, "screen": screen}
     for k, pid in enumerate(gallery):
         slots[f"gallery-{k}"] = pid
@@ -301,23 +314,31 @@ class _Frame:
         self.layout = layout        # VP8 descriptor positions in the incoming packet
         self.off = off              # payload offset in the incoming packet
         self.ast = ast
-        self._heads: dict[int, bytes] = {}
-        self._layouts: dict[int, tuple[int, int, int, int]] = {}
+        self._heads: dict[int, bytes] | None = None
+        self._layouts: dict[int, tuple[int, int, int, int]] | None = None
 
     def head_with(self, ast_id: int) -> bytes:
         """The header with an abs-send-time extension under the subscriber's id."""
-        head = self._heads.get(ast_id)
+        heads = self._heads
+        if heads is None:
+            heads = self._heads = {}
+        head = heads.get(ast_id)
         if head is None:
-            head = self._heads[ast_id] = bytes([self.head[0] | 0x10]) + self.head[1:] + \
+            head = heads[ast_id] = bytes([self.head[0] | 0x10]) + self.head[1:] + \
                 _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | self.ast)
         return head
 
     def layout_at(self, off: int) -> tuple[int, int, int, int]:
         """The VP8 layout for an outgoing packet whose payload starts at ``off``."""
         assert self.layout is not None
-        layout = self._layouts.get(off)
+        if off == self.off:
+            return self.layout
+        layouts = self._layouts
+        if layouts is None:
+            layouts = self._layouts = {}
+        layout = layouts.get(off)
         if layout is None:
-            layout = self._layouts[off] = _shift_layout(self.layout, off - self.off)
+            layout = layouts[off] = _shift_layout(self.layout, off - self.off)
         return layout
 
 
@@ -600,6 +621,7 @@ class RoomForwarder:
         self.endpoints: dict[str, Endpoint] = {}
         self.assignment: dict[str, dict[str, str | None]] = {}
         self.speakers: SpeakerDetector[str] = SpeakerDetector()
+        self._last_loudest: list[str] = []
         self.stats = {"plis": 0}
         self.metrics = metrics
         self._reported = {"audio": 0, "video": 0, "dropped": 0, "plis": 0}
@@ -709,7 +731,10 @@ class RoomForwarder:
         if speaker_changed:
             speaker = self.speakers.speaker
             self.room.speaker = speaker if speaker in self.room.members else None
-        changed = self.reassign(now)
+        # Room changes reassign at once (the service calls reassign); here only what the audio
+        # levels move: the speaker and the loudest sources.
+        loudest = self.speakers.loudest(len(self.room.members), now)
+        changed = self.reassign(now, loudest) if speaker_changed or loudest != self._last_loudest else {}
         if speaker_changed or changed:
             self.on_change(speaker_changed, changed)
         for endpoint in self.endpoints.values():
@@ -824,7 +849,7 @@ class RoomForwarder:
         if endpoint is not None and "audio" in endpoint.sources:
             endpoint.sources["audio"].muted = muted
 
-    def reassign(self, now: float | None = None) -> dict[str, dict[str, str | None]]:
+    def reassign(self, now: float | None = None, loudest: list[str] | None = None) -> dict[str, dict[str, str | None]]:
         """Recompute every participant's slots from the room state; switch the changed ones.
         Returns {participant id: slots} for the participants whose slots changed."""
         now = time.monotonic() if now is None else now
@@ -833,12 +858,16 @@ class RoomForwarder:
             if pid not in room.members:
                 del self.assignment[pid]
         speaker = room.speaker
-        loudest = self.speakers.loudest(len(room.members), now)
+        if loudest is None:
+            loudest = self.speakers.loudest(len(room.members), now)
+        self._last_loudest = loudest
+        view = RoomView(room)
         changed: dict[str, dict[str, str | None]] = {}
         for pid in room.members:
             previous = self.assignment.get(pid, {})
             slots = assign_slots(room, pid, previous, gallery_slots=self.settings.gallery_slots,
-                                 audio_slots=self.settings.audio_slots, speaker=speaker, loudest=loudest)
+                                 audio_slots=self.settings.audio_slots, speaker=speaker, loudest=loudest,
+                                 view=view)
             if slots != previous:
                 self.assignment[pid] = slots
                 changed[pid] = slots
