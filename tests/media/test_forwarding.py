@@ -199,6 +199,24 @@ async def test_leave_removes_the_site_and_its_media(service: media.MediaService)
         await close_all(chair, a, b)
 
 
+async def test_removal_and_the_end_of_the_meeting_close_the_connections(service: media.MediaService) -> None:
+    chair = await join(service, "hn", "chair", fill=1)
+    a = await join(service, "hue", fill=2)
+    b = await join(service, "dn", fill=3)
+    try:
+        async with Pump([chair.site, a.site, b.site]):
+            await b.site.until(lambda: 1 in b.site.fills("chair"))
+            await chair.p.remove_site(a.id)
+            await a.site.until(lambda: not a.site.peer.connected)
+            assert {"type": "closed", "reason": "removed", "participant": a.id} in a.inbox.events
+            await chair.p.end()
+            await b.site.until(lambda: not b.site.peer.connected)
+            await chair.site.until(lambda: not chair.site.peer.connected)
+        assert service.room_state("r") is None and "r" not in service._forwarders
+    finally:
+        await close_all(chair, a, b)
+
+
 async def test_reconnect_with_a_new_offer_keeps_the_place(service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)
     a = await join(service, "hue", fill=2)
