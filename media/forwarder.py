@@ -678,9 +678,10 @@ class RoomForwarder:
         """Ask publishers again for the packets that did not arrive (video, NACK negotiated)."""
         for endpoint in self.endpoints.values():
             for source in endpoint.sources.values():
-                if source.nack and source.cache is not None and source.ssrc is not None:
+                # only what someone receives is worth asking again
+                if source.outs and source.nack and source.cache is not None and source.ssrc is not None:
                     seqs = source.stats.nacks_due(now, NACK_RETRY)
-                    if seqs and source.outs:   # only what someone receives is worth asking again
+                    if seqs:
                         endpoint.peer.send_rtcp(rtcp.build_nack(source.local_ssrc, source.ssrc, seqs))
 
     def send_reports(self, now: float, interval: float) -> None:
