@@ -53,6 +53,9 @@ END_OF_DATA = b"\r\n.\r\n"
 DATA_READ_LIMIT = 256 * 1024
 
 REPLY_TOO_BIG = "552 5.3.4 Message too big for system (see the SIZE in our EHLO reply)"
+# aiosmtpd's answer to MAIL FROM with a SIZE= over the limit, and ours instead (enhanced code).
+_AIOSMTPD_SIZE_REPLY = "552 Error: message size exceeds fixed maximum message size"
+REPLY_SIZE_DECLARED_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 REPLY_LINE_TOO_LONG = "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"
 REPLY_BARE_CR_LF = "550 5.6.0 Message refused: bare CR or LF in the message (lines must end with CRLF)"
 
@@ -268,6 +271,11 @@ class RelaySMTP(SMTP):
         if m is None or self.local_part_limit:
             return super()._getaddr(arg)
         return m.group(1), m.group(2)
+
+    async def push(self, status: Any) -> None:
+        if status == _AIOSMTPD_SIZE_REPLY:
+            status = REPLY_SIZE_DECLARED_TOO_BIG
+        await super().push(status)
 
     async def smtp_MAIL(self, arg: str) -> None:
         arg, self.pending_dsn = policy.split_params(arg or "", policy.DSN_MAIL)

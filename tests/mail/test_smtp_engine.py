@@ -124,6 +124,19 @@ async def test_size_limit_gets_552_and_session_goes_on(tmp_path: Any) -> None:
         await stop_relay(relay)
 
 
+async def test_declared_size_over_limit_gets_552_5_3_4(tmp_path: Any) -> None:
+    from tests.mail.conftest import mail_config, start_relay, stop_relay
+
+    relay = await start_relay(mail_config(tmp_path, max_message_size=4096))
+    try:
+        replies = await converse(relay.port("mx"), [b"EHLO c.example\r\n", b"MAIL FROM:<a@example.net> SIZE=5000\r\n",
+                                                    b"MAIL FROM:<a@example.net> SIZE=4000\r\n"])
+        assert replies[-2].startswith(b"552 5.3.4 Message size exceeds"), replies
+        assert replies[-1].startswith(b"250"), replies
+    finally:
+        await stop_relay(relay)
+
+
 async def test_pipelined_transactions_and_dot_stuffing_round_trip(relay: Relay) -> None:
     msg = b"Subject: dots\r\n\r\n.one\r\n..two\r\nthree.\r\n"
     wire = b"".join([b"EHLO c.example\r\n", b"MAIL FROM:<a@example.net>\r\n", b"RCPT TO:<vanthu@dttg.gov.vn>\r\n",
