@@ -1,13 +1,20 @@
-"""Three sites (one chair) in a meeting, each in its own Chromium context, through the real server.
+"""Sites in a meeting, each in its own Chromium context, through the real server (issue 3).
 
 Each page joins from its join link (real HTTP + WebSocket on 127.0.0.1, media over loopback ICE to
 the SFU), and the test reads what the page publishes on ``window.lienthong`` (docs/signalling.md,
-*Page state for tests*), polling with deadlines.  So that a main view can be told apart from
-another one, every context's camera is a canvas filled with the site's own colour (the init script
-below replaces the video half of ``getUserMedia``; the microphone stays Chromium's fake device):
-the test then checks the colour the main ``<video>`` paints, not only the page's own account.
-"""
+*Page state for tests*), polling with deadlines.  So that one picture can be told from another,
+every context's camera is a canvas filled with the site's own colour and a shared screen is
+yellow (the init script below replaces the video half of ``getUserMedia`` and ``getDisplayMedia``;
+the microphone stays Chromium's fake device): the tests check the colour each ``<video>`` paints,
+not only the page's own account.
 
+- three sites (one chair, one on a 390x844 phone screen, one page in English): video and audio
+  from each other site, slots paint the sites they name, the two published layers, active
+  speaker, hand queue, mic/camera off, the chair's give-floor click switching every main view,
+  a screen share on MID 3 without renegotiation, a site leaving; screenshots in tmp_path;
+- a WebSocket drop (the place and the media are kept) and an ICE restart;
+- chair controls (mute, lock, remove, end) and an observer, without waiting for media.
+"""
 from __future__ import annotations
 
 import datetime as dt
