@@ -304,6 +304,11 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
                 await site.until(f"(arg) => ({PAINTED_SITE_JS})(arg) === {json.dumps(SCREEN)}", ["video-screen", PAINTS])
                 assert await site.page.is_visible("#tile-screen")
             assert await chair.state("offersSent") == 1
+            # The connection-quality line shows figures from getStats; the phone's page fits its width.
+            await chair.until("() => { const q = window.lienthong.quality; return q.level !== 'unknown'"
+                              " && q.bitrateKbps > 0 && q.sendKbps > 0 && q.loss !== null; }")
+            assert "kbit/s" in await chair.page.inner_text("#quality-detail")
+            assert await ha_noi.page.evaluate("document.documentElement.scrollWidth") <= 390
             await chair.page.screenshot(path=str(tmp_path / "chair.png"), full_page=True)
             await ha_noi.page.screenshot(path=str(tmp_path / "ha-noi-phone.png"), full_page=True)
 
@@ -402,6 +407,15 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
             await control(ha_noi, "mute_site").click()  # the chair allows it to unmute again
             await ha_noi.until("() => !document.getElementById('btn-mic').disabled")
             assert await ha_noi.page.inner_text("#status") == "Chủ trì đã cho phép bật micrô"
+
+            # Give the floor, then take it back: every page follows.
+            await control(ha_noi, "give_floor").click()
+            for site in sites.values():
+                await site.until("(id) => window.lienthong.floor === id", ha_noi.id)
+            await chair.page.click("#btn-take-floor")
+            for site in sites.values():
+                await site.until("() => window.lienthong.floor === null")
+            assert await ha_noi.page.inner_text("#floor-line") == "Chưa mời điểm cầu nào phát biểu"
 
             # Lock: every page shows it.
             await chair.page.click("#btn-lock")
