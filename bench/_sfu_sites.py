@@ -209,14 +209,25 @@ class _Snapshot:
     own_cpu: float
     sfu_wait: float
     own_wait: float
+    udp: dict[str, int]
     packets: list[dict[str | None, int]]
     frames: list[dict[str | None, int]]
     counters: dict[str, float]
 
 
+def udp_counters(path: str = "/proc/net/snmp") -> dict[str, int]:
+    """The kernel's UDP counters (this network namespace, all processes in it)."""
+    with contextlib.suppress(OSError):
+        with open(path) as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        if len(rows) >= 2:
+            return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=False)}
+    return {}
+
+
 def _take(sfu: SfuProcess, sites: list[SitePeer]) -> _Snapshot:
     return _Snapshot(time.monotonic(), sfu.cpu_seconds(), _own_cpu_seconds(), sfu.wait_seconds(),
-                     process_wait_seconds(os.getpid()), [dict(s.stats.packets) for s in sites], [dict(s.stats.frames) for s in sites], {})
+                     process_wait_seconds(os.getpid()), udp_counters(), [dict(s.stats.packets) for s in sites], [dict(s.stats.frames) for s in sites], {})
 
 
 async def _connect_all(sfu: SfuProcess, sites: list[SitePeer], fixture: MediaFixture, thumb: MediaFixture,
@@ -353,6 +364,9 @@ def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str
         "generator_cpu_wait_fraction": (after.own_wait - before.own_wait) / dt,
         "generator_lateness_ms_p99": late99 * 1e3,
         "generator_send_failures": pacer.send_failures,
+        # Datagrams the kernel dropped for a full receive buffer during the window (whole
+        # network namespace: other processes' traffic counts too).
+        "udp_receive_buffer_drops": after.udp.get("RcvbufErrors", 0) - before.udp.get("RcvbufErrors", 0),
         "held": video_ok and audio_ok and sfu_cores < FULL_RATE,
         # The generator fell behind its own schedule, or had no CPU left: a failure at this S
         # may be the generator's, not the SFU's.

@@ -305,7 +305,7 @@ def _brief(r: dict[str, Any]) -> str:
     keys = ("held", "limited_by", "sfu_cpu_cores", "sfu_cpu_us_per_packet", "forwarded_packets_per_s",
             "video_streams", "video_fps_min", "audio_pps_min", "added_latency_ms_p50", "added_latency_ms_p99",
             "generator_cpu_cores", "generator_lateness_ms_p99", "sfu_cpu_wait_fraction", "generator_cpu_wait_fraction",
-            "keyframe_requests_in_window", "untagged_packets",
+            "keyframe_requests_in_window", "untagged_packets", "udp_receive_buffer_drops",
             "sfu_reported")
     return " ".join(f"{k}={f(r.get(k))}" for k in keys)
 
@@ -373,6 +373,7 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             # Share of the window the SFU / generator was runnable but another process had its
             # core (the machine is shared): high values make every figure above pessimistic.
             "sfu_cpu_wait_fraction": _r(ours.get("sfu_cpu_wait_fraction"), 3),
+            "udp_receive_buffer_drops": ours.get("udp_receive_buffer_drops"),
             "generator_cpu_wait_fraction": _r(ours.get("generator_cpu_wait_fraction"), 3),
         })
     result["max_sites_one_core_searched"] = searched
