@@ -156,7 +156,12 @@ class RelayHandler:
         if account is not None:
             self.rate.record(account.username)
         self._accepted.inc()
-        self.on_queued(queued, parts)
+        try:
+            self.on_queued(queued, parts)
+        except Exception:
+            # The message is on disk: answer 250 all the same (a client retry would duplicate
+            # it); delivery's spool scan or the next start takes it up.
+            log.exception("handing an accepted message to delivery failed", extra={"queue_id": queued.id})
         log.info("message accepted", extra={"queue_id": queued.id, "mode": self.mode, "agency": queued.agency,
                                             "recipients": len(recipients), "size": len(parts[0]) + len(content)})
         return f"250 2.0.0 Queued as {queued.id}"
