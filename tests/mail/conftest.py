@@ -34,8 +34,10 @@ def mail_config(tmp_path: Path, dns: DnsServer | None = None, **mail: Any) -> Co
     cfg.mail.scan_interval = 0.2
     cfg.mail.connect_timeout = 2.0
     cfg.mail.command_timeout = 2.0
-    if dns is not None:
-        cfg.mail.dns_servers = [dns.address]
+    # Without a test DNS server, lookups go to a loopback port where nothing answers: delivery
+    # defers (never a bounce from whatever the machine's resolver says), so the spool keeps
+    # exactly what was accepted for tests that look at it.
+    cfg.mail.dns_servers = [dns.address] if dns is not None else ["127.0.0.1:9"]
     for k, v in mail.items():
         setattr(cfg.mail, k, v)
     return cfg
