@@ -162,7 +162,7 @@ class MailService:
                 from mail.workers import AcceptWorkers
 
                 self.accept_workers = AcceptWorkers(self.config, dict(self.ports), self.cfg.accept_processes() - 1,
-                                                    self._queued_in_child)
+                                                    self._queued_in_child, self.metrics)
                 await self.accept_workers.start()
         except BaseException:
             await self.stop(5)

@@ -18,7 +18,7 @@ class MailConfig:
     # SMTP accept processes sharing the listening ports (SO_REUSEPORT) and the spool.  1: the
     # listeners run in the main process only.  N > 1: N-1 child processes accept too, so
     # accepting uses more than one core; rate limits and failed-AUTH throttling then count
-    # per process, and /metrics shows the main process's share.  0: one per CPU core.
+    # per process (/metrics adds up all processes' counters).  0: one per CPU core.
     workers: int = 1
     # Spool folder, relative to the state dir unless absolute.
     spool_dir: str = "spool"

@@ -6,8 +6,8 @@ spool, binds its listeners with SO_REUSEPORT and starts N-1 children
 (``python -m mail.workers``).  Each child binds the same ports with SO_REUSEPORT (the kernel
 spreads new connections over all N sockets) and runs a MailService in the "worker" role:
 the same handlers, spool and directory (loaded from the same store), but it never cleans
-the spool (another process's tmp/ file may be a commit in progress), and it exports no
-metrics of its own.
+the spool (another process's file may be a commit in progress), and its counters reach
+/metrics through the primary (below).
 
 Delivery of what a child accepted: when DeliveryWorker takes ``scans_spool`` the child runs
 its own worker with ``scans_spool=False`` and delivers what it accepted (notify); only the
@@ -23,6 +23,7 @@ stopping, or dying even by ``kill -9``) makes the child stop.  On stdout the chi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import pickle
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lienthong.config import Config
+    from mail.metrics import MailMetrics
 
 log = logging.getLogger("mail.workers")
 
@@ -45,9 +47,11 @@ class AcceptWorkers:
     """The primary's handle on its child accept processes: start them, relay their ids,
     start a new one when one dies (as Postfix's master does), stop them."""
 
-    def __init__(self, config: Config, ports: dict[str, int], count: int, on_queued_id: Callable[[str], None]):
+    def __init__(self, config: Config, ports: dict[str, int], count: int, on_queued_id: Callable[[str], None],
+                 metrics: MailMetrics | None = None):
         self.config, self.ports, self.count = config, ports, count
         self.on_queued_id = on_queued_id
+        self.metrics = metrics  # the primary's counters, which add up the children's
         self.procs: list[asyncio.subprocess.Process] = []
         self.started = asyncio.Event()  # set whenever a child (re)starts; tests wait on it
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,12 +87,18 @@ class AcceptWorkers:
         while True:
             proc = self.procs[i]
             assert proc.stdout is not None
+            seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # this child's counters so far
             while line := await proc.stdout.readline():
                 if line.startswith(b"Q "):
                     try:
                         self.on_queued_id(line[2:].strip().decode("ascii"))
                     except Exception:
                         log.exception("handing an accepted message to delivery failed; the spool scan will find it")
+                elif line.startswith(b"M ") and self.metrics is not None:
+                    try:
+                        add_counter_deltas(self.metrics, seen, json.loads(line[2:]))
+                    except (ValueError, KeyError, TypeError):
+                        log.exception("bad metrics line from a mail accept worker")
             code = await proc.wait()
             while not self._stopping:
                 log.error("mail accept worker exited; starting a new one", extra={"worker": i + 1, "exit_code": code})
@@ -114,13 +124,59 @@ class AcceptWorkers:
                 log.warning("mail accept worker did not stop in time; killing it", extra={"pid": proc.pid})
                 proc.kill()
                 await proc.wait()
+        # The supervisors end by themselves once they have read the children's last lines
+        # (their final counters); cancel only what is still running after that.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
 
+COUNTERS = ("accepted", "rejected", "auth", "deliveries")  # MailMetrics counters summed over processes
+METRICS_INTERVAL = 5.0  # seconds between a child's counter reports (and one at its stop)
+
+
+def counter_snapshot(metrics: MailMetrics) -> list[list[Any]]:
+    """``[[counter, {label: value}, total], ...]`` of a process's MailMetrics counters."""
+    out: list[list[Any]] = []
+    for name in COUNTERS:
+        for family in getattr(metrics, name).collect():
+            out.extend([name, s.labels, s.value] for s in family.samples if s.name.endswith("_total"))
+    return out
+
+
+def add_counter_deltas(metrics: MailMetrics, seen: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+                       snapshot: list[list[Any]]) -> None:
+    """Add to ``metrics`` what a child counted since its previous snapshot (``seen``)."""
+    for name, labels, value in snapshot:
+        if name not in COUNTERS:
+            continue
+        key = (name, tuple(sorted(labels.items())))
+        delta = float(value) - seen.get(key, 0.0)
+        if delta > 0:
+            counter = getattr(metrics, name)
+            (counter.labels(**labels) if labels else counter).inc(delta)
+        seen[key] = float(value)
+
+
 # --- the child -------------------------------------------------------------------------------
+
+async def _report_counters(metrics: MailMetrics, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), METRICS_INTERVAL)
+        except TimeoutError:
+            pass
+        _write_counters(metrics)
+
+
+def _write_counters(metrics: MailMetrics) -> None:
+    try:
+        os.write(1, b"M " + json.dumps(counter_snapshot(metrics)).encode() + b"\n")
+    except OSError:
+        pass  # the primary is gone
 
 class _EofWatch(asyncio.Protocol):
     def __init__(self, stop: asyncio.Event):
@@ -149,12 +205,18 @@ async def _serve_child(config: Config, ports: dict[str, int], stdin: Any) -> int
     await store.open()
     service = MailService(config, store, tls.server_context(config), CollectorRegistry(), role="worker",
                           listen_ports=ports)
+    reporter: asyncio.Task[None] | None = None
     try:
         await service.start()
         os.write(1, b"READY\n")
+        reporter = asyncio.create_task(_report_counters(service.metrics, stop), name="mail-worker-metrics")
         await stop.wait()
     finally:
         await service.stop(config.general.shutdown_timeout)
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+        _write_counters(service.metrics)  # what the sessions finished during stop counted too
         await store.close()
         transport.close()
     return 0

@@ -48,6 +48,41 @@ async def test_two_accept_processes_deliver_everything(tmp_path: Path) -> None:
     assert child.returncode is not None  # stopped with the service
 
 
+async def test_children_counters_reach_the_primary(tmp_path: Path) -> None:
+    relay = await start_relay(mail_config(tmp_path, workers=2), next_hop="127.0.0.9:9")
+    try:
+        await asyncio.gather(*(aiosmtplib.send(b"Subject: x\r\n\r\nx\r\n", sender="a@far.example",
+                                               recipients=["vanthu@dttg.gov.vn"], hostname="127.0.0.1",
+                                               port=relay.port("mx"), start_tls=False) for _ in range(20)))
+    finally:
+        await stop_relay(relay)  # children report their counters at their stop
+    assert relay.service.metrics.accepted.labels("mx")._value.get() == 20
+
+
+def test_counter_deltas_add_up_per_child() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from mail.metrics import MailMetrics
+    from mail.workers import add_counter_deltas, counter_snapshot
+
+    primary, child = MailMetrics(CollectorRegistry()), MailMetrics(CollectorRegistry())
+    primary.accepted.labels("mx").inc(3)
+    seen: dict = {}  # type: ignore[type-arg]
+    child.accepted.labels("mx").inc(2)
+    child.rejected.labels("relay_denied").inc()
+    add_counter_deltas(primary, seen, counter_snapshot(child))
+    child.accepted.labels("mx").inc(4)
+    add_counter_deltas(primary, seen, counter_snapshot(child))
+    add_counter_deltas(primary, seen, counter_snapshot(child))  # nothing new: nothing added
+    assert primary.accepted.labels("mx")._value.get() == 3 + 6
+    assert primary.rejected.labels("relay_denied")._value.get() == 1
+    fresh: dict = {}  # type: ignore[type-arg]  # a replacement child counts from zero again
+    restarted = MailMetrics(CollectorRegistry())
+    restarted.accepted.labels("mx").inc()
+    add_counter_deltas(primary, fresh, counter_snapshot(restarted))
+    assert primary.accepted.labels("mx")._value.get() == 10
+
+
 def test_workers_zero_means_one_per_core(tmp_path: Path) -> None:
     import os
 
