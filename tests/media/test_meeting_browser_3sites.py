@@ -12,7 +12,8 @@ not only the page's own account.
   from each other site, slots paint the sites they name, the two published layers, active
   speaker, hand queue, mic/camera off, the chair's give-floor click switching every main view,
   a screen share on MID 3 without renegotiation, a site leaving; screenshots in tmp_path;
-- a WebSocket drop (the place and the media are kept) and an ICE restart;
+- a WebSocket drop (the place and the media are kept), an ICE restart, and an outage longer than
+  the grace period (the others see the site go; the page joins afresh with a new peer connection);
 - chair controls (mute, lock, remove, end) and an observer, without waiting for media.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lienthong.store.web import now_utc
 from tests.browser import launch_chromium, require_chromium
 from tests.web.conftest import Running, config, running  # noqa: F401  (fixtures)
 from tests.web.meeting_helpers import create_meeting, link_of, meeting_body
+from web.signalling import SESSIONS
 
 pytestmark = pytest.mark.browser
 PlaywrightTimeout = pytest.importorskip("playwright.async_api").TimeoutError
@@ -328,7 +330,7 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
             await browser.close()
 
 
-async def test_a_site_that_loses_its_websocket_keeps_its_place_and_media_and_survives_an_ice_restart(
+async def test_a_site_that_loses_its_websocket_keeps_its_place_and_media_and_survives_an_ice_restart_or_rejoins_after_grace(
         running: Running, tmp_path: Path) -> None:
     require_chromium()
     from playwright.async_api import async_playwright
@@ -358,6 +360,23 @@ async def test_a_site_that_loses_its_websocket_keeps_its_place_and_media_and_sur
                              " && ['connected', 'completed'].includes(window.lienthong.iceState)")
             await site.frames_grow("main")
             await chair.video_from(site.id)
+
+            # Offline for longer than the grace period (shortened here, a protocol timer): the
+            # server lets the place go and the chair sees the site leave; back online, the page
+            # joins afresh (new participant, new peer connection) and media flows again.
+            running.server.web.runner.app[SESSIONS].grace_seconds = 0.2  # type: ignore[union-attr]
+            await site.page.context.set_offline(True)
+            await site.page.evaluate("window.lienthong.dropConnection()")
+            await chair.until("(id) => !window.lienthong.participants.some((p) => p.id === id)", site.id)
+            await site.page.context.set_offline(False)
+            old_id = site.id
+            await site.until("(old) => window.lienthong.phase === 'joined' && window.lienthong.me.id !== old"
+                             " && ['connected', 'completed'].includes(window.lienthong.iceState)", old_id)
+            site.id = await site.state("me.id")
+            assert await site.state("offersSent") == 3  # join, ICE restart, the fresh peer connection
+            await chair.until("(id) => window.lienthong.participants.some((p) => p.id === id)", site.id)
+            await chair.video_from(site.id)
+            await site.video_from(chair.id)
             for page in (chair, site):
                 assert page.errors == [], (page.unit, page.errors)
         finally:

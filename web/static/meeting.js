@@ -371,6 +371,14 @@
     transceivers = [];
     pendingCandidates = [];
     lastInbound = null;
+    // Nothing of the old connection may pass for the new one's.
+    state.iceState = "new";
+    state.pcCreated = false;
+    state.mids = null;
+    state.framesDecoded = {};
+    state.audioPacketsReceived = 0;
+    state.audioPacketsBySlot = {};
+    state.sending = {};
     for (const slot of Object.keys(slotElements)) delete slotElements[slot];
   }
 
