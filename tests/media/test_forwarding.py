@@ -8,10 +8,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 import media
-from lienthong.config import Config
 from tests.media.sfu_client import Pump, Site, complete
 
 
@@ -33,18 +31,6 @@ class Inbox:
                 self.changed.clear()
                 await self.changed.wait()
         return await asyncio.wait_for(wait(), timeout)
-
-
-@pytest.fixture
-async def service():
-    config = Config()
-    config.media.candidate_addresses = ["127.0.0.1"]
-    config.media.gallery_slots = 2
-    config.media.audio_slots = 2
-    s = media.MediaService(config, CollectorRegistry())
-    await s.start()
-    yield s
-    await s.stop(1.0)
 
 
 class Member:

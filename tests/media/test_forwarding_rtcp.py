@@ -5,26 +5,10 @@ publishers, and a subscriber whose REMB is low dropping to thumbnails."""
 
 from __future__ import annotations
 
-import pytest
-from prometheus_client import CollectorRegistry
-
 import media
-from lienthong.config import Config
 from media import rtcp
 from tests.media.sfu_client import Pump, complete
 from tests.media.test_forwarding import Member, close_all, join
-
-
-@pytest.fixture
-async def service():
-    config = Config()
-    config.media.candidate_addresses = ["127.0.0.1"]
-    config.media.gallery_slots = 2
-    config.media.audio_slots = 2
-    s = media.MediaService(config, CollectorRegistry())
-    await s.start()
-    yield s
-    await s.stop(1.0)
 
 
 async def three(service: media.MediaService) -> tuple[Member, Member, Member]:

@@ -3,11 +3,7 @@ the main slot and observers receiving only."""
 
 from __future__ import annotations
 
-import pytest
-from prometheus_client import CollectorRegistry
-
 import media
-from lienthong.config import Config
 from media.forwarder import assign_slots
 from media.room import Member, Room
 from tests.media.sfu_client import Pump, Site
@@ -77,18 +73,6 @@ def test_screen_slot_follows_who_shares() -> None:
 
 
 # ---- over aiortc ----
-
-@pytest.fixture
-async def service():
-    config = Config()
-    config.media.candidate_addresses = ["127.0.0.1"]
-    config.media.gallery_slots = 2
-    config.media.audio_slots = 2
-    s = media.MediaService(config, CollectorRegistry())
-    await s.start()
-    yield s
-    await s.stop(1.0)
-
 
 async def test_the_active_speaker_takes_the_main_slot(service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)

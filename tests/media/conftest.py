@@ -1,0 +1,25 @@
+"""Fixtures of the media tests that run real aiortc peers through the SFU on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import media
+from lienthong.config import Config
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[media.MediaService]:
+    """A started MediaService with loopback ICE candidates and small slot counts (2 gallery, 2
+    audio), so a few sites exercise every slot kind."""
+    config = Config()
+    config.media.candidate_addresses = ["127.0.0.1"]
+    config.media.gallery_slots = 2
+    config.media.audio_slots = 2
+    s = media.MediaService(config, CollectorRegistry())
+    await s.start()
+    yield s
+    await s.stop(1.0)
