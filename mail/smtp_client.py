@@ -161,7 +161,10 @@ class OutboundConnection:
                 raise ConnectFailed(f"454 4.7.4 TLS is required for {host} but it does not offer STARTTLS")
         except (aiosmtplib.SMTPException, *CONNECTION_ERRORS) as e:
             smtp.close()
-            raise ConnectFailed(f"451 4.4.1 connection to {host} [{address}]:{port} failed: {e}") from None
+            # wait_for's TimeoutError has no text: say what timed out (a host that never greets).
+            reason = str(e) or (f"timed out after {connect_timeout:g} s (no SMTP greeting)"
+                                if isinstance(e, TimeoutError) else e.__class__.__name__)
+            raise ConnectFailed(f"451 4.4.1 connection to {host} [{address}]:{port} failed: {reason}") from None
         return cls(smtp, host, command_timeout)
 
     @property

@@ -32,6 +32,8 @@ class SinkHandler:
     connections: int = 0
     tempfailed: set[str] = field(default_factory=set)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hanging: int = 0  # "hang" connections still open
+    hang_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         if self.behaviour == "reject":
@@ -50,6 +52,20 @@ class SinkHandler:
         return "250 2.0.0 Accepted by sink"
 
 
+class _Silent(asyncio.Protocol):
+    """The "hang" behaviour: takes the connection and never says a word (counts it while open)."""
+
+    def __init__(self, handler: SinkHandler):
+        self.handler = handler
+
+    def connection_made(self, transport: Any) -> None:
+        self.handler.hanging += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.handler.hanging -= 1
+        self.handler.hang_closed.set()
+
+
 class Sink:
     def __init__(self, address: str, port: int, behaviour: str = "accept", tls: ssl.SSLContext | None = None):
         self.address, self.port = address, port
@@ -64,7 +80,7 @@ class Sink:
         def factory() -> Any:
             handler.connections += 1
             if handler.behaviour == "hang":
-                return asyncio.Protocol()
+                return _Silent(handler)
             return SMTP(handler, hostname=f"sink-{self.address}", tls_context=self.tls, enable_SMTPUTF8=True,
                         decode_data=False)
 
