@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,8 @@ from mail.spool import Envelope
 from tests.mail.conftest import DOMAIN, PASSWORD, Relay, client_tls, mail_config, start_relay, stop_relay
 from tests.mail.dnsserver import DnsServer
 from tests.mail.sinks import Sink, free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 # -- a remote MX that hangs ----------------------------------------------------------------------
 
@@ -166,3 +175,132 @@ async def test_only_mx_hangs_message_deferred_retried_kept_and_nothing_left_behi
     await w.start_relay(timeouts)
     (got,) = await w.hang.wait_messages(1)
     assert got.rcpt_tos == ["ai.do@silent.example"] and b"Subject: mx duy nhat treo" in got.content
+
+
+# -- disk full: the spool cannot write a message ----------------------------------------------------
+
+# The server's largest file.  The store (SQLite: about 200 KB with its WAL at start, growing only
+# with panel and meeting data) and the TLS files stay far below it, so only a message file can
+# exceed it: the big message below, and nothing else the server writes.
+FILE_SIZE_LIMIT = 2 * 1024 * 1024
+BIG = 3 * 1024 * 1024  # over the file-size limit, under the SMTP size limit
+SMTP_SIZE_LIMIT = 8 * 1024 * 1024
+
+
+def _limit_file_size() -> None:
+    """In the server process before exec: writes past the limit fail with EFBIG (as on a full
+    disk) instead of killing the process with SIGXFSZ.  Needs no privilege, and binds root too."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    mx_port: int
+    output: list[str]  # its log lines so far (a thread keeps reading them)
+
+
+def _serve(config: Path) -> ServerProcess:
+    """``lienthong serve`` as a subprocess with the lowered file-size limit; waits for its MX port."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "lienthong", "serve", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_limit_file_size)
+    assert proc.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        output.append(line)
+        m = re.search(r"mail listener started listener=mx port=(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+            return ServerProcess(proc, int(m.group(1)), output)
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    proc.wait()
+    raise AssertionError("server did not start:\n" + "".join(output))
+
+
+def _message(subject: str, body_size: int) -> bytes:
+    line = b"Noi dung cong van, dong nay dai bay muoi sau ky tu de du mot dong thu dien tu.\r\n"
+    body = line * (body_size // len(line) + 1)
+    return (f"From: nguoi.gui@far.example\r\nTo: vanthu@dttg.gov.vn\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@far.example>\r\n\r\n").encode() + body
+
+
+def _spool_files(spool: Path) -> tuple[dict[str, int], list[str]]:
+    """Sizes of the files in queue/, and the names in tmp/."""
+    queue = {p.name: p.stat().st_size for p in (spool / "queue").iterdir()}
+    return queue, sorted(os.listdir(spool / "tmp"))
+
+
+def _complete(path: Path) -> bool:
+    """A spool message as long as its header line says (``LTSPOOL1 <length> <envelope>``)."""
+    data = path.read_bytes()
+    header, _, content = data.partition(b"\n")
+    fields = header.split(b" ", 2)
+    return fields[0] == b"LTSPOOL1" and fields[1].isdigit() and int(fields[1]) == len(content)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_spool_write_failure_answers_452_and_leaves_nothing_half_written(tmp_path: Path, workers: int) -> None:
+    """A message the spool cannot write (EFBIG past RLIMIT_FSIZE, like a full disk) gets
+    452 4.3.1; the session goes on (a following message gets 250); queue/ and tmp/ hold no
+    trace of it.  With workers=2 the session may land in an accept child: same answer."""
+    sink = Sink("127.0.0.9", free_port())
+    await sink.start()
+    state = tmp_path / "state"
+    config = tmp_path / "lienthong.toml"
+    config.write_text(f"""
+[general]
+state_dir = "{state}"
+[web]
+port = 0
+[mail]
+hostname = "relay.test"
+submission_listen = "127.0.0.1:0"
+smtps_listen = ""
+mx_listen = "127.0.0.1:0"
+max_message_size = {SMTP_SIZE_LIMIT}
+workers = {workers}
+""", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "lienthong", "mail", "agency", "add", "bo-dttg", "--domain", "dttg.gov.vn",
+                    "--next-hop", f"127.0.0.9:{sink.port}", "--config", str(config)],
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
+    server = await asyncio.to_thread(_serve, config)
+    spool = state / "spool"
+    try:
+        c = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.mx_port, start_tls=False, timeout=30)
+        await c.connect()
+        rcpt = ["vanthu@dttg.gov.vn"]
+        _, first = await c.sendmail("nguoi.gui@far.example", rcpt, _message("nho-1", 2000))
+        accepted = [re.search(r"Queued as (\w+)", first).group(1)]  # type: ignore[union-attr]
+
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await c.sendmail("nguoi.gui@far.example", rcpt, _message("lon", BIG))
+        assert refused.value.code == 452 and refused.value.message.startswith("4.3.1"), refused.value
+        queue, tmp = _spool_files(spool)
+        assert tmp == [], tmp
+        assert {name.rpartition(".")[0] for name in queue} <= set(accepted), queue
+        assert all(size < FILE_SIZE_LIMIT for size in queue.values()), queue
+
+        _, third = await c.sendmail("nguoi.gui@far.example", rcpt, _message("nho-2", 2000))  # same session
+        accepted.append(re.search(r"Queued as (\w+)", third).group(1))  # type: ignore[union-attr]
+        await c.quit()
+
+        got = await sink.wait_messages(2)
+        subjects = sorted(re.search(rb"Subject: (\S+)", m.content).group(1) for m in got)  # type: ignore[union-attr]
+        assert subjects == [b"nho-1", b"nho-2"]
+        queue, tmp = _spool_files(spool)
+        assert tmp == [], tmp
+        assert {name.rpartition(".")[0] for name in queue} <= set(accepted), queue
+        assert all(_complete(spool / "queue" / n) for n in queue if n.endswith(".msg")), queue
+        assert any("spool refused a message" in line and "File too large" in line for line in server.output), \
+            "".join(server.output)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(server.proc.wait, 30)
+        await sink.stop()
