@@ -24,13 +24,19 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/lienthong serve
 
-# Browser tests use Debian's Chromium (Playwright must not download its own browser here).
+# Browser tests use Debian's Chromium and Firefox ESR (Playwright must not download its own browser here).
 browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian's chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed and this is not root: browser tests will be skipped"; fi; \
+	fi
+	@if [ ! -x /usr/bin/firefox-esr ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's firefox-esr for the Firefox browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr >/dev/null; \
+	  else echo "firefox-esr is not installed and this is not root: Firefox browser tests will be skipped"; fi; \
 	fi
 
 test: install-test browser-deps
