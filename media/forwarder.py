@@ -10,10 +10,12 @@ gallery = thumbnails of the other sites (speakers first, stable); audio = floor 
 loudest; screen = the site sharing its screen.
 
 Hot path (per incoming RTP packet, synchronous, inside the UDP callback): strip the header
-extension and CSRCs once, then per subscriber slot fed by that source: copy, rewrite PT (the
-subscriber's number for the codec), SSRC/seq/ts (``SlotRewriter``), VP8 PictureID/TL0PICIDX
-(``Vp8Rewriter``), SRTP-protect and ``sendto`` (``PacketPeer.send_rtp``).  Bytes and ``struct``
-only; no per-packet task.
+extension and CSRCs once and split the packet into what slots rewrite (fixed header + VP8
+descriptor) and what they only copy (the rest of the payload); then per subscriber slot fed by
+that source: copy the small head, rewrite PT (the subscriber's number for the codec),
+SSRC/seq/ts (``SlotRewriter``), VP8 PictureID/TL0PICIDX (``Vp8Rewriter``), then SRTP-protect
+head + rest joined in libsrtp's buffer and ``sendto`` (``PacketPeer.send_parts``).  Bytes and
+``struct`` only; no per-packet task.
 
 Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
 source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source;
@@ -79,6 +81,11 @@ _SEQ = struct.Struct("!H")
 _TS = struct.Struct("!I")
 _AST = struct.Struct("!HHI")        # one-byte extension header + one abs-send-time element
 _PLI = struct.Struct("!BBHIBBHII")  # empty RR (8 bytes) + PLI (12 bytes): a compound packet
+_VP8_HEAD = 8                       # payload bytes rewritten per slot: the VP8 descriptor is at most 6
+_SEQ_TS_SSRC = struct.Struct("!HII")
+_FIXED = struct.Struct("!BBHII")    # the fixed RTP header
+_HEADER = struct.Struct("!BHII")    # its bytes 1..11: marker + PT, seq, timestamp, SSRC
+_PICTURE_ID = struct.Struct("!H")
 
 
 class ForwarderError(Exception):
@@ -244,7 +251,8 @@ class Source:
         outs = self.outs
         if not outs or self.muted:
             return
-        codec = self.codecs.get(packet[1] & 0x7F)
+        b1 = packet[1]
+        codec = self.codecs.get(b1 & 0x7F)
         if codec is None:
             return
         cache = self.cache
@@ -259,23 +267,30 @@ class Source:
             off, end = bounds
         else:
             off, end = 12, len(packet)
-        head = bytes([packet[0] & 0xC0]) + packet[1:12]
-        payload = memoryview(packet)[off:end]
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
+        marker = b1 & 0x80
         if self.kind != "video":
+            payload = memoryview(packet)[off:end]
             for out in outs:
-                out.forward_audio(head, payload, codec, arrival)
+                out.forward_audio(payload, codec, seq, ts, ssrc, marker, arrival)
             return
         keyframe = False
         layout = None
+        split = off
+        pid = -1
         if codec == "vp8":
             layout = vp8.descriptor_layout(packet, off)
             if layout is None:
                 return
             if self.waiting:
                 keyframe = vp8.is_keyframe(packet, off)
+            split = min(off + _VP8_HEAD, end)   # the descriptor (at most 6 bytes) goes with the header
+            if layout[1] == 15 and layout[2] < 0 and layout[3] < 0:   # PictureID only: the fast path
+                pid = ((packet[layout[0]] & 0x7F) << 8) | packet[layout[0] + 1]
         elif self.waiting:
             keyframe = h264.is_keyframe(packet, off) if codec == "h264" else True
-        frame = _Frame(head, payload, codec, keyframe, layout, off, abs_send_time(arrival))
+        frame = _Frame(b"\x80" + packet[1:12] + packet[off:split], memoryview(packet)[split:end], codec, keyframe,
+                       layout, off, abs_send_time(arrival), seq, ts, ssrc, marker, pid)
         for out in outs:
             out.forward_video(frame, arrival)
 
@@ -301,31 +316,34 @@ class Source:
 
 
 class _Frame:
-    """One incoming video packet prepared once for all the slots it feeds."""
+    """One incoming video packet prepared once for all the slots it feeds: what each slot
+    rewrites (``head``: the fixed header and the VP8 descriptor) apart from what it only copies
+    (``rest``: the payload after the descriptor), and the header fields, parsed once."""
 
-    __slots__ = ("head", "payload", "codec", "keyframe", "layout", "off", "ast", "_heads", "_layouts")
+    __slots__ = ("head", "rest", "codec", "keyframe", "layout", "off", "ast", "seq", "ts", "ssrc", "marker", "pid",
+                 "heads", "_layouts")
 
-    def __init__(self, head: bytes, payload: memoryview, codec: str, keyframe: bool,
-                 layout: tuple[int, int, int, int] | None, off: int, ast: int):
-        self.head = head            # the fixed 12-byte header, X/CC/P cleared
-        self.payload = payload
+    def __init__(self, head: bytes, rest: memoryview, codec: str, keyframe: bool,
+                 layout: tuple[int, int, int, int] | None, off: int, ast: int, seq: int, ts: int, ssrc: int,
+                 marker: int, pid: int):
+        self.head = head            # the fixed 12-byte header (V=2 only) + the payload's first bytes
+        self.rest = rest            # the rest of the payload
         self.codec = codec
         self.keyframe = keyframe
         self.layout = layout        # VP8 descriptor positions in the incoming packet
         self.off = off              # payload offset in the incoming packet
         self.ast = ast
-        self._heads: dict[int, bytes] | None = None
+        self.seq, self.ts, self.ssrc, self.marker = seq, ts, ssrc, marker
+        self.pid = pid              # the 15-bit PictureID of a PictureID-only VP8 descriptor, else -1
+        self.heads: dict[int, bytes] = {0: head}   # by abs-send-time extension id (0: none)
         self._layouts: dict[int, tuple[int, int, int, int]] | None = None
 
     def head_with(self, ast_id: int) -> bytes:
-        """The header with an abs-send-time extension under the subscriber's id."""
-        heads = self._heads
-        if heads is None:
-            heads = self._heads = {}
-        head = heads.get(ast_id)
+        """The head with an abs-send-time extension under the subscriber's id."""
+        head = self.heads.get(ast_id)
         if head is None:
-            head = heads[ast_id] = bytes([self.head[0] | 0x10]) + self.head[1:] + \
-                _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | self.ast)
+            head = self.heads[ast_id] = bytes([self.head[0] | 0x10]) + self.head[1:12] + \
+                _AST.pack(0xBEDE, 1, (((ast_id << 4) | 2) << 24) | self.ast) + self.head[12:]
         return head
 
     def layout_at(self, off: int) -> tuple[int, int, int, int]:
@@ -347,7 +365,7 @@ class SlotSender:
 
     __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rtx", "rtx_ssrc", "rtx_seq", "ast_id",
                  "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted",
-                 "send", "previous")
+                 "send", "previous", "peer")
 
     def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
         self.endpoint = endpoint
@@ -373,7 +391,8 @@ class SlotSender:
         self.octets = 0
         self.dropped = 0
         self.retransmitted = 0
-        self.send = endpoint.peer.send_rtp
+        self.send = endpoint.peer.send_rtp   # retransmissions; forwarding uses peer.send_parts
+        self.peer = endpoint.peer
         # the epoch before the last switch, for NACKs that name it: (source, rewriters)
         self.previous: tuple[Source, SlotRewriter, vp8.Vp8Rewriter] | None = None
 
@@ -422,40 +441,42 @@ class SlotSender:
         if pt is None:
             self.dropped += 1
             return
+        # abs-send-time (the subscriber's id) lets its browser estimate bandwidth (REMB)
         ast_id = self.ast_id
-        if ast_id:
-            # abs-send-time (the subscriber's id) lets its browser estimate bandwidth (REMB)
-            buf = bytearray(frame.head_with(ast_id))
-            off = 20
-        else:
-            buf = bytearray(frame.head)
-            off = 12
-        buf += frame.payload
-        buf[1] = (buf[1] & 0x80) | pt
-        self.rewriter.rewrite_in_place(buf, now)
+        head = frame.heads.get(ast_id)
+        if head is None:
+            head = frame.head_with(ast_id)
+        off = 20 if ast_id else 12
+        buf = bytearray(head)
+        out_seq, out_ts = self.rewriter.map(frame.seq, frame.ts, frame.ssrc, now)
+        _HEADER.pack_into(buf, 1, frame.marker | pt, out_seq, out_ts, self.out_ssrc)
         if frame.layout is not None:
-            out = self.vp8.rewrite(buf, off, self.source.ssrc, frame.layout_at(off))  # type: ignore[union-attr]
-            if out is None:
-                self.dropped += 1
-                return
-            buf = out
-        if self.send(buf):
+            pid = frame.pid
+            out_pid = self.vp8.picture_id(pid, frame.ssrc) if pid >= 0 else -1
+            if out_pid >= 0:
+                _PICTURE_ID.pack_into(buf, off + frame.layout[0] - frame.off, 0x8000 | out_pid)
+            else:
+                out = self.vp8.rewrite(buf, off, frame.ssrc, frame.layout_at(off))
+                if out is None:
+                    self.dropped += 1
+                    return
+                buf = out
+        rest = frame.rest
+        if self.peer.send_parts(buf, rest):
             self.sent += 1
-            self.octets += len(buf) - off
+            self.octets += len(buf) - off + len(rest)
         else:
             self.dropped += 1
             self._wait_for_keyframe(now)
 
-    def forward_audio(self, head: bytes, payload: memoryview, codec: str, now: float) -> None:
+    def forward_audio(self, payload: memoryview, codec: str, seq: int, ts: int, ssrc: int, marker: int,
+                      now: float) -> None:
         pt = self.pt_map.get(codec)
         if pt is None:
             self.dropped += 1
             return
-        buf = bytearray(head)
-        buf += payload
-        buf[1] = (buf[1] & 0x80) | pt
-        self.rewriter.rewrite_in_place(buf, now)
-        if self.send(buf):
+        out_seq, out_ts = self.rewriter.map(seq, ts, ssrc, now)
+        if self.peer.send_parts(_FIXED.pack(0x80, marker | pt, out_seq, out_ts, self.out_ssrc), payload):
             self.sent += 1
             self.octets += len(payload)
         else:

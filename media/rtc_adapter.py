@@ -14,12 +14,15 @@ SRTP keys) and takes over the media plane:
   Remote ``.local`` (mDNS) candidates are ignored: ``strip_mdns_candidates(sdp)`` for SDP,
   ``PacketPeer.add_ice_candidate`` for trickle.
 * **Receive without decoding**: incoming SRTP is unprotected right in the UDP socket's
-  ``datagram_received`` (no asyncio queue, no task wake-up) and handed as ``bytes`` to
+  ``datagram_received`` (no asyncio queue, no task wake-up; one function per datagram,
+  ``_Srtp.receiver``) and handed as ``bytes`` to
   ``on_rtp(packet, mid, arrival)`` / ``on_rtcp(packet)``.  ``RTCRtpReceiver.receive`` is
   replaced so no decoder thread and no RTCP task ever start; ``RtpPacket.parse`` never runs.
 * **Send without encoding**: ``PacketPeer.send_rtp(bytes)`` / ``send_rtcp(bytes)`` protect
   once with the DTLS-SRTP session and ``sendto`` the nominated candidate pair, synchronously
   (no per-packet task).  ``RTCRtpSender.send`` is replaced so no encoder task pulls frames.
+  The forwarding path uses ``send_parts(head, rest)``: the packet in two pieces (what a slot
+  rewrote, what it only copies) joined in libsrtp's buffer, so no joined copy is ever built.
 
 API (everything is synchronous except negotiation and close)::
 
@@ -41,6 +44,7 @@ API (everything is synchronous except negotiation and close)::
     await peer.wait_connected(timeout)    # DTLS-SRTP keys ready (raises ConnectionError on failure)
     peer.send_rtp(packet)                 # bytes/bytearray -> bool; SSRC: negotiated()[i].local_ssrc
     peer.send_rtcp(compound)              # -> bool
+    peer.send_parts(head, rest)           # -> bool: send_rtp(head + rest) without joining them
     await peer.add_ice_candidate({"candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0})
     peer.local_candidates()               # ["candidate:..."] to trickle
     peer.connected / peer.failed          # media can flow / the path died (not closed by us)
@@ -62,6 +66,9 @@ gets a decrypted compound RTCP packet.
 non-blocking socket at once: no queue, no task.  It returns False without sending when the
 DTLS-SRTP session is not up, there is no selected pair, or the socket's send buffer is full (a
 slow or dead link): the caller decides what a drop means (video: wait for a keyframe).
+``send_parts`` is an attribute holding the send function built for the nominated pair; it
+checks per packet that aioice still nominates that pair (one dict lookup) and hands over to a
+slow path that rebuilds it otherwise (re-nomination, ICE restart, session closed).
 
 What aiortc still does: SDP, ICE connectivity checks and consent, DTLS handshake.  What it no
 longer does for hooked peers: RTCP reports, NACK/PLI/REMB, jitter buffer, RTX; the caller does
@@ -285,8 +292,101 @@ class _Srtp:
             sendto(view[:length[0]], addr)
         return send
 
+    def parts_sender(self, peer: PacketPeer, sendto: Callable[[Any, tuple[str, int]], Any], addr: tuple[str, int],
+                     nominated: dict[int, Any], pair: Any) -> Callable[[bytes | bytearray, Any], bool]:
+        """``PacketPeer.send_parts`` for one nominated pair: head and rest copied straight into
+        the session's buffer (no joined packet in between), protected there, ``sendto`` from it.
+        Hands over to ``peer._send_parts_slow`` once aioice nominates another pair (or the
+        agent is retired by an ICE restart: its nominations are cleared)."""
+        slow = peer._send_parts_slow
+        if not self.fast:  # pragma: no cover - pinned by test_rtc_adapter
+            protect = self.protect
+
+            def send_parts_slow(head: bytes | bytearray, rest: Any) -> bool:
+                if nominated.get(1) is not pair:
+                    return slow(head, rest)
+                try:
+                    sendto(protect(bytes(head) + bytes(rest)), addr)
+                except Exception:
+                    peer.tx_dropped += 1
+                    return False
+                peer.tx_packets += 1
+                return True
+            return send_parts_slow
+        fn = self._lib.srtp_protect
+        limit = self._capacity - _SRTP_TRAILER
+        buffer, cdata, ctx, length = self._buffer, self._cdata, self._ctx, self._len
+        view = memoryview(buffer)
+
+        def send_parts(head: bytes | bytearray, rest: Any) -> bool:
+            if nominated.get(1) is not pair:
+                return slow(head, rest)
+            n1 = len(head)
+            n = n1 + len(rest)
+            if n > limit:
+                peer.tx_dropped += 1
+                return False
+            buffer[0:n1] = head
+            buffer[n1:n] = rest
+            length[0] = n
+            if fn(ctx, cdata, length):
+                peer.tx_dropped += 1
+                return False
+            try:
+                sendto(view[:length[0]], addr)
+            except OSError:  # BlockingIOError: the socket's send buffer is full (a slow or dead link)
+                peer.tx_dropped += 1
+                return False
+            peer.tx_packets += 1
+            return True
+        return send_parts
+
     def protect_rtcp(self, data: bytes | bytearray) -> bytes:
         return self._run(self._lib.srtp_protect_rtcp, data, _SRTCP_TRAILER)
+
+    def receiver(self, peer: PacketPeer) -> Callable[[bytes], None]:
+        """One function for an incoming SRTP/SRTCP datagram: unprotect it in the session's
+        buffer and hand the packet to the peer's callbacks (``PacketPeer._receive``)."""
+        if not self.fast:  # pragma: no cover - pinned by test_rtc_adapter
+            return peer._receive_srtp
+        unprotect, unprotect_rtcp = self._lib.srtp_unprotect, self._lib.srtp_unprotect_rtcp
+        buffer, cdata, ctx, length = self._buffer, self._cdata, self._ctx, self._len
+        capacity = self._capacity
+        monotonic = time.monotonic
+        unpack_ssrc = _SSRC.unpack_from
+
+        def receive(data: bytes) -> None:
+            n = len(data)
+            if n > capacity or n < 2:
+                peer.rx_errors += 1
+                return
+            length[0] = n
+            buffer[0:n] = data
+            if 192 <= data[1] <= 223:
+                if unprotect_rtcp(ctx, cdata, length):   # replay, authentication: drop, like aiortc does
+                    peer.rx_errors += 1
+                    return
+                peer._deliver_rtcp(buffer[0:length[0]])
+                return
+            if unprotect(ctx, cdata, length):
+                peer.rx_errors += 1
+                return
+            peer.rx_packets += 1
+            handler = peer.on_rtp
+            if handler is None or length[0] < 12:
+                return
+            packet = buffer[0:length[0]]
+            ssrc = unpack_ssrc(packet, 8)[0]
+            ssrc_mid = peer._ssrc_mid
+            try:
+                mid = ssrc_mid[ssrc]
+            except KeyError:
+                mid = ssrc_mid[ssrc] = _mid_from_extension(packet, peer._mid_ext_id)
+            try:
+                handler(packet, mid, monotonic())
+            except Exception:
+                log.exception("RTP handler failed")
+        return receive
 
     def unprotect(self, data: bytes | bytearray) -> bytes:
         return self._run(self._lib.srtp_unprotect, data, 0)
@@ -312,9 +412,11 @@ class _PacketProtocol(aioice.ice.StunProtocol):
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         peer = self.peer
-        if peer is not None and peer._rx is not None and type(data) is bytes and 127 < data[0] < 192:
-            peer._receive_srtp(data)
-            return
+        if peer is not None and type(data) is bytes and data and 127 < data[0] < 192:
+            receive = peer._receive
+            if receive is not None:
+                receive(data)
+                return
         super().datagram_received(data, addr)
 
 
@@ -412,6 +514,7 @@ class PacketPeer:
         self.max_backlog = max_backlog
         self._rx: _Srtp | None = None       # once DTLS is up
         self._tx: _Srtp | None = None
+        self._receive: Callable[[bytes], None] | None = None   # the SRTP fast path, once DTLS is up
         self._dtls: RTCDtlsTransport | None = None
         self._ice: aioice.ice.Connection | None = None      # the ICE agent media flows on
         self._ice_pending: aioice.ice.Connection | None = None  # an ICE restart in progress
@@ -426,6 +529,9 @@ class PacketPeer:
         self._pair: Any = None
         self._rtp_send: Callable[[bytes | bytearray], None] | None = None
         self._rtcp_send: Callable[[bytes | bytearray], None] | None = None
+        # send_parts(head, rest) -> bool: the forwarding path (see below); rebuilt on pair changes
+        self.send_parts: Callable[[bytes | bytearray, Any], bool] = self._send_parts_slow
+        self._parts_send: Callable[[bytes | bytearray, Any], bool] | None = None
         self._connected = asyncio.Event()
         self._closed = False
         self.rx_packets = 0
@@ -527,11 +633,15 @@ class PacketPeer:
         if dtls.state == "connected" and dtls._rx_srtp is not None:
             if self._tx is None:
                 self._rx, self._tx = _Srtp(dtls._rx_srtp), _Srtp(dtls._tx_srtp)
+                self._receive = self._rx.receiver(self)
                 self._pair = None  # (re)build the send functions with the keys
             self._connected.set()
         elif dtls.state in ("closed", "failed"):
             self._rx = self._tx = None
+            self._receive = None
             self._rtp_send = self._rtcp_send = None
+            self._parts_send = None
+            self.send_parts = self._send_parts_slow
             self._pair = None
             self._connected.set()
 
@@ -596,6 +706,7 @@ class PacketPeer:
     # ---- receive ----
 
     def _receive_srtp(self, data: bytes) -> None:
+        """What ``_Srtp.receiver``'s function does, through pylibsrtp's public methods."""
         rx = self._rx
         try:
             if 192 <= data[1] <= 223:
@@ -636,6 +747,8 @@ class PacketPeer:
         an ICE restart brings another agent)."""
         self._pair = pair
         self._rtp_send = self._rtcp_send = None
+        self._parts_send = None
+        self.send_parts = self._send_parts_slow
         tx = self._tx
         if pair is None or tx is None:
             return
@@ -661,6 +774,8 @@ class PacketPeer:
         addr = pair.remote_addr
         self._rtp_send = tx.sender(sendto, addr, rtcp=False)
         self._rtcp_send = tx.sender(sendto, addr, rtcp=True)
+        assert self._ice is not None
+        self._parts_send = tx.parts_sender(self, sendto, addr, self._ice._nominated, pair)
 
     def send_rtp(self, packet: bytes | bytearray) -> bool:
         """SRTP-protect and send one RTP packet now (bytes or bytearray; the packet is not
@@ -679,6 +794,20 @@ class PacketPeer:
             return False
         self.tx_packets += 1
         return True
+
+    def _send_parts_slow(self, head: bytes | bytearray, rest: Any) -> bool:
+        """``send_parts`` when no send function matches the nominated pair (first packet, pair
+        change, ICE restart, session gone): build one and install it for the next packets."""
+        agent = self._ice
+        pair = agent._nominated.get(1) if agent is not None else None
+        if pair is not self._pair or self._parts_send is None:
+            self._select_pair(pair)
+        send = self._parts_send
+        if send is None or self._tx is None:
+            self.tx_dropped += 1
+            return False
+        self.send_parts = send
+        return send(head, rest)
 
     def send_rtcp(self, packet: bytes | bytearray) -> bool:
         """SRTCP-protect and send one (compound) RTCP packet now."""
@@ -868,7 +997,10 @@ class PacketPeer:
             return
         self._closed = True
         self._rx = self._tx = None
+        self._receive = None
         self._rtp_send = self._rtcp_send = None
+        self._parts_send = None
+        self.send_parts = self._send_parts_slow
         self.on_rtp = None
         self.on_rtcp = None
         if self._restart_task is not None:

@@ -13,6 +13,7 @@ onto one outgoing (SSRC, seq, timestamp) space::
     slot = SlotRewriter(out_ssrc=0x1234, clock_rate=90000, ts_gap=3000)
     buf = bytearray(packet)
     out_seq = slot.rewrite_in_place(buf, now=arrival)   # or: out = slot.rewrite(packet, now=arrival)
+    out_seq, out_ts = slot.map(seq, ts, ssrc, now=arrival)  # the same on parsed fields (write them yourself)
     ...
     slot.switch()            # the forwarder picked another source for this slot
     slot.hide_gap()          # packets were dropped on purpose: no seq gap, source timing kept
@@ -397,16 +398,13 @@ class SlotRewriter:
         self._last_seq = (self._epoch_first - 1) & 0xFFFF
         self._last_ts = (ts + self._ts_offset) & 0xFFFFFFFF
 
-    def rewrite_in_place(self, buf: bytearray, now: float | None = None) -> int:
-        """Rewrite SSRC, seq and timestamp of ``buf`` in place; returns the outgoing seq.
-        ``now`` (arrival time in seconds, any monotonic clock) lets a switch after a pause
-        advance the timestamp by the real time elapsed.  ValueError if shorter than 12 bytes."""
-        if len(buf) < 12:
-            raise ValueError("RTP packet shorter than its fixed header")
-        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(buf, 2)
+    def map(self, seq: int, ts: int, ssrc: int, now: float | None = None) -> tuple[int, int]:
+        """What ``rewrite_in_place`` does, on fields already parsed: the outgoing (seq,
+        timestamp) of a packet of source ``ssrc`` (the outgoing SSRC is ``out_ssrc``).  For a
+        forwarder that parses a packet once and writes each subscriber's header itself."""
         if self._resync or ssrc != self._source_ssrc:
             self._anchor(seq, ts, ssrc, now)
-        out_seq: int = (seq + self._seq_offset) & 0xFFFF
+        out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
         if ((out_seq - self._last_seq) & 0xFFFF) < 0x8000:
             self._last_seq = out_seq
@@ -417,6 +415,16 @@ class SlotRewriter:
                 # a long epoch: keep its start within reach so the 16-bit range check in
                 # source_seq/retransmit never wraps (NACKs that old are moot anyway)
                 self._epoch_first = (out_seq - 0x2000) & 0xFFFF
+        return out_seq, out_ts
+
+    def rewrite_in_place(self, buf: bytearray, now: float | None = None) -> int:
+        """Rewrite SSRC, seq and timestamp of ``buf`` in place; returns the outgoing seq.
+        ``now`` (arrival time in seconds, any monotonic clock) lets a switch after a pause
+        advance the timestamp by the real time elapsed.  ValueError if shorter than 12 bytes."""
+        if len(buf) < 12:
+            raise ValueError("RTP packet shorter than its fixed header")
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(buf, 2)
+        out_seq, out_ts = self.map(seq, ts, ssrc, now)
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, out_ts, self.out_ssrc)
         return out_seq
 

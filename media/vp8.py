@@ -28,6 +28,8 @@ Usage (``off`` = RTP payload offset, from ``media.rtp_rewrite.payload_offset``):
     buf = vp8.rewrite(buf, off, source_ssrc)  # same buffer, or a new one one byte longer when a
     if buf is None: drop                      # 7-bit PictureID source is widened to 15 bits
     vp8.switch()                              # together with SlotRewriter.switch()
+    out = vp8.picture_id(pid, source_ssrc)    # fast path for a 15-bit PictureID-only descriptor:
+                                              # the outgoing PictureID, -1: use rewrite()
 
 Fan-out: parse once per incoming packet, apply per subscriber copy::
 
@@ -250,23 +252,34 @@ class Vp8Rewriter:
             if layout is None:
                 return None
         pid_pos, bits, tl0_pos, tk_pos = layout
-        if bits == 15 and tl0_pos < 0 and tk_pos < 0 and self._pid_bits == 15 and not self._pid_anchor:
+        if bits == 15 and tl0_pos < 0 and tk_pos < 0:
             # the common case (browsers without temporal layers): PictureID only, mid-epoch
-            pid = ((buf[pid_pos] & 0x7F) << 8) | buf[pid_pos + 1]
-            d = (pid - self._pid_src) & 0x7FFF
-            if d >= 0x4000:
-                d -= 0x8000
-            ext = self._pid_ext + d
-            if d > 0:
-                self._pid_src = pid
-                self._pid_ext = ext
-            out = (ext + self._pid_offset) & 0x7FFF
-            if ((out - self._pid_last) & 0x7FFF) < 0x4000:
-                self._pid_last = out
-            buf[pid_pos] = 0x80 | (out >> 8)
-            buf[pid_pos + 1] = out & 0xFF
-            return buf
+            out = self.picture_id(((buf[pid_pos] & 0x7F) << 8) | buf[pid_pos + 1])
+            if out >= 0:
+                buf[pid_pos] = 0x80 | (out >> 8)
+                buf[pid_pos + 1] = out & 0xFF
+                return buf
         return self._apply(buf, layout, True)
+
+    def picture_id(self, pid: int, source_ssrc: int | None = None) -> int:
+        """The fast path of ``rewrite`` for a descriptor whose only rewritable field is a 15-bit
+        PictureID ``pid``: the outgoing 15-bit PictureID (write it with the M bit), or -1 when
+        that packet needs ``rewrite`` instead (a switch or another source, an anchor due, a
+        source that used 7-bit PictureIDs so far); nothing changes then."""
+        if (source_ssrc is not None and source_ssrc != self._source_ssrc) or self._pid_anchor \
+                or self._pid_bits != 15:
+            return -1
+        d = (pid - self._pid_src) & 0x7FFF
+        if d >= 0x4000:
+            d -= 0x8000
+        ext = self._pid_ext + d
+        if d > 0:
+            self._pid_src = pid
+            self._pid_ext = ext
+        out = (ext + self._pid_offset) & 0x7FFF
+        if ((out - self._pid_last) & 0x7FFF) < 0x4000:
+            self._pid_last = out
+        return out
 
     def retransmit(self, buf: bytearray, offset: int) -> bytearray | None:
         """Rewrite a retransmitted packet of the current source with the current mapping, never

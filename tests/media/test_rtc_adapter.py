@@ -215,6 +215,28 @@ async def test_loopback_packets_both_ways_without_decoding_or_parsing(monkeypatc
     assert not server.send_rtp(rtp(1, 1, 1))
 
 
+async def test_send_parts_sends_head_and_rest_as_one_packet() -> None:
+    client, server, client_c, _server_c = await connect_pair()
+    try:
+        line = server.negotiated()[2]
+        vp8 = line.codec("vp8").payload_type  # type: ignore[union-attr]
+        packets = [rtp(line.local_ssrc, seq, seq * 3000, vp8, payload=bytes([0x90, 0x80, 0x80, seq]) + b"v" * 1000)
+                   for seq in range(4)]
+        for packet in packets:   # what the forwarder passes: its rewritten head, the source's payload
+            assert server.send_parts(bytearray(packet[:16]), memoryview(packet)[16:])
+        bare = rtp(line.local_ssrc, 4, 12000, vp8, payload=b"")
+        assert server.send_parts(bare, b"")  # a header-only packet
+        await client_c.wait_for(lambda: len(client_c.rtp) == 5)
+        assert [p for p, _ in client_c.rtp] == [*packets, bare]
+        before = server.tx_dropped
+        assert not server.send_parts(packets[0][:16], b"x" * 1500), "a packet over libsrtp's buffer was sent"
+        assert server.tx_dropped == before + 1
+    finally:
+        await client.close()
+        await server.close()
+    assert not server.send_parts(packets[0][:16], packets[0][16:]), "a closed peer sent a packet"
+
+
 async def test_unknown_ssrc_is_mapped_by_the_mid_header_extension() -> None:
     client, server, _client_c, server_c = await connect_pair()
     try:
@@ -349,12 +371,17 @@ async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_sessio
             assert server.send_rtp(rtp(s_lines[2].local_ssrc, seq, seq * 3000, vp8))
         await server_c.wait_for(lambda: len(server_c.rtp) == 5)
         await client_c.wait_for(lambda: len(client_c.rtp) == 5)
+        # the forwarding path's send function, built for the old agent's pair, moves too
+        assert server.send_parts(rtp(s_lines[2].local_ssrc, 5, 5, vp8)[:14], b"after")
+        await client_c.wait_for(lambda: len(client_c.rtp) == 6)
         # a second restart works too (the DTLS session is still the first one)
         offer = await client.offer_ice_restart()
         await client.accept_ice_restart_answer(await server.answer_ice_restart(offer))  # type: ignore[arg-type]
         await asyncio.gather(client.wait_ice_restart(10), server.wait_ice_restart(10))
         assert server.send_rtp(rtp(s_lines[2].local_ssrc, 9, 9, vp8))
-        await client_c.wait_for(lambda: len(client_c.rtp) == 6)
+        assert server.send_parts(rtp(s_lines[2].local_ssrc, 10, 10, vp8)[:14], b"again")
+        await client_c.wait_for(lambda: len(client_c.rtp) == 8)
+        assert client_c.rtp[-1][0].endswith(b"again")
     finally:
         await client.close()
         await server.close()

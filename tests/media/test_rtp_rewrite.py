@@ -471,3 +471,31 @@ def test_copy_is_an_independent_snapshot_of_the_epoch() -> None:
     again = kept.retransmit(rtp(101, 8000, 1, b"y"))
     assert again is not None and header(again) == (101, 8000, 7)
     assert header(r.rewrite(rtp(10, 3009, 2)))[0] == 103
+
+
+def test_map_on_parsed_fields_is_rewrite_in_place() -> None:
+    """The forwarder parses a packet once and writes each slot's header itself (``map``); the
+    mapping must be rewrite_in_place's across switches, reordering, wrap-around and pauses."""
+    steps: list[tuple[str, int, int, int, float]] = [
+        ("pkt", 0xFFFE, 0xFFFFF000, 1, 0.00), ("pkt", 0xFFFF, 0xFFFFF000 + 3000, 1, 0.03),
+        ("pkt", 0, 3000 - 0x1000 + 3000, 1, 0.06), ("pkt", 0xFFFF, 0xFFFFF000 + 3000, 1, 0.07),  # late
+        ("switch", 0, 0, 0, 0.0), ("pkt", 500, 123, 2, 0.50), ("pkt", 501, 3123, 2, 0.53),
+        ("pkt", 40, 9000, 3, 0.56),                                      # another SSRC: re-anchors
+        ("hide", 0, 0, 0, 0.0), ("pkt", 45, 24000, 3, 0.70), ("pkt", 46, 27000, 3, 0.73),
+    ]
+    by_buffer, by_fields = SlotRewriter(out_ssrc=7, clock_rate=90000), SlotRewriter(out_ssrc=7, clock_rate=90000)
+    for kind, seq, ts, ssrc, now in steps:
+        if kind == "switch":
+            by_buffer.switch()
+            by_fields.switch()
+            continue
+        if kind == "hide":
+            by_buffer.hide_gap()
+            by_fields.hide_gap()
+            continue
+        buf = bytearray(rtp(seq, ts, ssrc))
+        out_seq = by_buffer.rewrite_in_place(buf, now)
+        assert by_fields.map(seq, ts, ssrc, now) == (out_seq, header(buf)[1])
+        assert (by_fields.last_seq, by_fields.last_ts, by_fields.ts_offset) == \
+            (by_buffer.last_seq, by_buffer.last_ts, by_buffer.ts_offset)
+    assert by_fields.source_seq(by_fields.last_seq) == by_buffer.source_seq(by_buffer.last_seq)  # type: ignore[arg-type]

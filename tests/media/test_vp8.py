@@ -391,3 +391,32 @@ def test_copy_is_an_independent_snapshot() -> None:
     assert fields(rewrite(r, descriptor(picture_id=900, tl0=77) + DELTA, ssrc=2)) == (41, 4, None)
     again = kept.retransmit(bytearray(descriptor(picture_id=40, tl0=3) + DELTA), 0)
     assert again is not None and fields(bytes(again)) == (40, 3, None)
+
+
+def test_picture_id_fast_path_matches_rewrite_or_declines() -> None:
+    """``picture_id`` (the forwarder's fast path for PictureID-only descriptors) gives what
+    ``rewrite`` writes, and declines (-1, no state change) whenever rewrite must anchor."""
+    fast, full = Vp8Rewriter(), Vp8Rewriter()
+    assert fast.picture_id(100, 1) == -1          # nothing anchored yet
+    def both(pid: int, ssrc: int) -> int:
+        buf = bytearray(rtp(descriptor(picture_id=pid) + DELTA, ssrc=ssrc))
+        layout = descriptor_layout(buf, 12)
+        out = fast.picture_id(pid, ssrc)
+        if out < 0:   # the forwarder then calls rewrite
+            out = parse_descriptor(fast.rewrite(bytearray(buf), 12, ssrc, layout), 12).picture_id  # type: ignore[arg-type, union-attr]
+        expected = parse_descriptor(full.rewrite(buf, 12, ssrc, layout), 12).picture_id  # type: ignore[arg-type, union-attr]
+        assert out == expected
+        return out
+    assert both(0x7FFE, 1) == 0x7FFE
+    assert both(0x7FFF, 1) == 0x7FFF
+    assert fast.picture_id(0, 1) == 0             # wraps like rewrite
+    full.rewrite(bytearray(rtp(descriptor(picture_id=0) + DELTA, ssrc=1)), 12, 1)
+    assert both(0x7FFF, 1) == 0x7FFF              # late packet: old mapping, anchor kept
+    assert both(1, 1) == 1
+    assert fast.picture_id(500, 2) == -1          # another source: rewrite re-anchors
+    assert both(500, 2) == 2
+    fast.switch()
+    full.switch()
+    assert fast.picture_id(9000, 3) == -1         # switch pending
+    assert both(9000, 3) == 3
+    assert both(9001, 3) == 4
