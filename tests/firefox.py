@@ -19,14 +19,21 @@ in a worker thread so the server under test keeps its event loop.
   The test server's self-signed certificate is accepted through the WebDriver
   ``acceptInsecureCerts`` capability (as Playwright's ``ignore_https_errors`` for Chromium).
 
-How the isolation was verified (Firefox 153.7.0esr, 2026-11-25):
+How the isolation was verified (Firefox 153.7.0esr, Debian 12, 2026-11-25):
 
-- the whole of tests/media/test_meeting_firefox.py ran under ``strace -f -e
-  trace=connect,sendto,sendmsg``: every connect()/sendto() of every process (server, Chromium,
-  Firefox and its content/socket processes) went to 127.0.0.1 (or a Unix socket; the only other
-  addresses were the proxy 127.0.0.1:9, which refuses); no DNS server, no other IPv4 or IPv6
-  address was contacted.  A Firefox left idle for a minute on about:blank, same check: the same.
-- the same test passes in a loopback-only network namespace
+- tests/media/test_meeting_firefox.py ran under ``strace -f -Y --seccomp-bpf -e
+  trace=connect,sendto,sendmsg,sendmmsg`` (server, Chromium, Firefox and all their threads).
+  Firefox connected only to 127.0.0.1: the test server, and the refusing proxy 127.0.0.1:9
+  (13 attempts, e.g. remote settings; none retried directly); no DNS query, no other address.
+  The only other addresses in the trace: the SFU's ICE checks to the browsers' host candidates on
+  this machine's own eth0 address (delivered locally), Chromium's UDP connect() route probes to
+  8.8.8.8 / 2001:4860:4860::8888 (no datagram sent) and a netlink route query of Firefox's link
+  monitor (to the kernel).  Before ``network.proxy.allow_bypass`` was off, the same trace showed
+  Firefox resolving firefox.settings.services.mozilla.com through the system DNS server after
+  the proxy refused: that is what the check is for.
+- a Firefox left idle for 30 s on about:blank under the same strace: no connect() at all
+  except to 127.0.0.1.
+- the test also passes in a loopback-only network namespace
   (``unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m pytest
   tests/media/test_meeting_firefox.py'``).
 """
@@ -37,6 +44,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -55,6 +63,10 @@ PREFS: dict[str, bool | int | str] = {
     # --- fake media, no prompts, autoplay ---
     "media.navigator.streams.fake": True,
     "media.navigator.permission.disabled": True,
+    # Granted, not only unprompted: without a grant Firefox gathers ICE candidates on the default
+    # route's interface only (eth0), never on loopback.
+    "permissions.default.camera": 1,
+    "permissions.default.microphone": 1,
     "media.autoplay.default": 0,  # 0 = allow audible autoplay
     "media.autoplay.blocking_policy": 0,
     "media.autoplay.block-webaudio": False,
@@ -79,6 +91,7 @@ PREFS: dict[str, bool | int | str] = {
     "network.proxy.no_proxies_on": "localhost, 127.0.0.1",
     "network.proxy.allow_hijacking_localhost": False,  # loopback stays direct
     "network.proxy.failover_direct": False,  # a failing proxy must not mean "go direct"
+    "network.proxy.allow_bypass": False,  # nor for Firefox's own requests (ServiceRequest retries without proxy)
     "network.trr.mode": 5,  # DNS over HTTPS off by choice
     "network.trr.uri": "",
     "doh-rollout.disable-heuristics": True,
@@ -207,8 +220,6 @@ def require_firefox() -> None:
 
 def user_js(prefs: dict[str, bool | int | str]) -> str:
     """The profile's user.js: one user_pref() line per preference (JSON literals are valid there)."""
-    import json
-
     return "".join(f"user_pref({json.dumps(name)}, {json.dumps(value)});\n" for name, value in prefs.items())
 
 

@@ -72,6 +72,11 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
                 await lao_cai.video_from(other.id)
                 await lao_cai.audio_from(other.id)
             await lao_cai.until(SLOTS_PAINT_THEIR_SITES_JS, COLOURS)
+            # Its main <video> paints frames (requestVideoFrameCallback), and autoplay let the
+            # audio slots play without a click.
+            await lao_cai.until("() => (window.lienthong.renderedFrames.main || 0) > 10")
+            assert await lao_cai.state("audioBlocked") is False
+            assert not await firefox.is_visible("#btn-sound")
             # Both Chromium pages decode Firefox's video and receive its audio; Firefox sends
             # both layers (the full camera and the ≤320x180 thumbnail).
             for site in (chair, ha_noi):
@@ -81,6 +86,7 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
                                 " && s.camera.framesEncoded > 0 && s.thumb.framesEncoded > 0; }")
             thumb = (await lao_cai.state("sending"))["thumb"]
             assert 0 < thumb["width"] <= 320 and 0 < thumb["height"] <= 180, thumb
+            assert await lao_cai.state("sendLimits.thumb") == 150_000
             # The connection-quality line shows getStats figures in Firefox too.
             await lao_cai.until("() => { const q = window.lienthong.quality; return q.level !== 'unknown'"
                                 " && q.bitrateKbps > 0 && q.sendKbps > 0 && q.loss !== null; }")
