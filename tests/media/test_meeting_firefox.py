@@ -5,6 +5,13 @@ test_meeting_browser_3sites.py), Lào Cai in Debian's Firefox ESR driven over Ma
 (tests/firefox.py: Firefox's own fake camera and microphone).  Everything goes through the real
 server on 127.0.0.1: join links, signalling WebSocket, media over loopback ICE to the SFU.  The
 test reads what each page publishes on ``window.lienthong``, polling with deadlines.
+
+Covered in Firefox: joining, video decoded and painted from both other sites (each slot shows the
+site it names) and their audio received and played without a click; the two published layers;
+the quality line; the main view following the floor; this site holding the floor; a WebSocket
+drop and an ICE restart; leaving.  Not here: screen sharing (headless Firefox has no screen to
+capture: getDisplayMedia answers NotFoundError) and phone-sized windows (headless Firefox keeps
+windows at least 500 px wide).
 """
 from __future__ import annotations
 
@@ -123,6 +130,18 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
             await firefox.screenshot(tmp_path / "firefox-lao-cai.png")
             await chair.page.screenshot(path=str(tmp_path / "chair-firefox-floor.png"), full_page=True)
             assert (tmp_path / "firefox-lao-cai.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+            # Firefox's WebSocket drops: the page resumes its place (media kept); then an ICE
+            # restart renegotiates on the same peer connection and media flows both ways again.
+            await firefox.evaluate("() => window.lienthong.dropConnection()")
+            await lao_cai.until("() => window.lienthong.connects === 2 && window.lienthong.phase === 'joined'")
+            assert await lao_cai.state("me.id") == lao_cai.id
+            await firefox.evaluate("() => window.lienthong.restartIce()")
+            await lao_cai.until("() => window.lienthong.iceRestarts === 1 && window.lienthong.errors.length === 0"
+                                " && ['connected', 'completed'].includes(window.lienthong.iceState)")
+            assert await lao_cai.state("offersSent") == 2  # join, ICE restart
+            await lao_cai.frames_grow("main")
+            await chair.frames_grow("main")  # Lào Cai's camera, the floor holder
 
             # Lào Cai leaves from its page: the chair and Hà Nội see it go.
             await firefox.click("#btn-leave")
