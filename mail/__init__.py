@@ -6,7 +6,8 @@
   ``stop(timeout)`` stops accepting, lets sessions finish within the timeout, stops delivery.
   ``ports`` maps listener names to the bound ports (port 0 in config: any free port).
   With ``mail.workers`` > 1 it also starts child accept processes on the same ports
-  (mail.workers) and stops them first at shutdown.
+  (mail.workers) and stops them first at shutdown; with ``mail.separate_delivery`` only the
+  children accept and this process delivers.
 - ``register_cli(sub, config_args)``: ``lienthong mail ...``.
 """
 
@@ -17,6 +18,7 @@ import asyncio
 import inspect
 import logging
 import os
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,6 +58,8 @@ class MailService:
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.ports: dict[str, int] = {}
         self._refresh: asyncio.Task[None] | None = None
+        self._handlers: list[Any] = []  # RelayHandler per listener mode
+        self._reserved: list[socket.socket] = []  # ports held for the children (separate_delivery)
 
     async def reload_directory(self) -> None:
         self.directory.load(await self.store.mail.domains(), await self.store.mail.accounts())
@@ -76,7 +80,7 @@ class MailService:
 
         extra: dict[str, Any] = {}
         if self.role == "worker":
-            if "scans_spool" not in inspect.signature(DeliveryWorker).parameters:
+            if self.cfg.separate_delivery or "scans_spool" not in inspect.signature(DeliveryWorker).parameters:
                 return None
             extra["scans_spool"] = False  # only the primary scans the spool (retries, start-up)
         return DeliveryWorker(self.cfg, self.spool, self.directory, MxResolver(make_resolver(self.cfg.dns_servers)),
@@ -111,7 +115,7 @@ class MailService:
     async def start(self) -> None:
         from mail import policy
         from mail.handler import RelayHandler
-        from mail.smtp_server import RelaySMTP, make_authenticator, start_listener
+        from mail.smtp_server import OpenSessions, RelaySMTP, make_authenticator, reserve_port, start_listener
 
         if self.role == "primary":
             removed = self.spool.open()
@@ -126,16 +130,20 @@ class MailService:
             await self.worker.start()
         rate = policy.RateLimiter(self.cfg.rate_messages_per_minute, 60.0)
         throttle = policy.FailureThrottle(self.cfg.auth_fail_limit, self.cfg.auth_fail_window)
+        # A child accept process runs nothing but mail: there a lone session's commit may block
+        # the loop (RelayHandler).  The main process also runs the SFU and the web server.
+        sessions = OpenSessions() if self.role == "worker" else None
         common = dict(hostname=self.cfg.hostname, ident="Lien thong relay", enable_SMTPUTF8=True,
                       data_size_limit=self.cfg.max_message_size, throttle=throttle, metrics=self.metrics,
-                      timeout=300)
+                      timeout=300, sessions=sessions)
         on_queued = self._hand_off()
 
         def handler(mode: str) -> RelayHandler:
             return RelayHandler(mode, self.directory, self.spool, self.cfg.hostname, self.metrics, rate,
-                                self.cfg.max_recipients, on_queued=on_queued)
+                                self.cfg.max_recipients, on_queued=on_queued, lone_session_commits_inline=sessions)
 
         submission, mx = handler("submission"), handler("mx")
+        self._handlers = [submission, mx]
         auth = make_authenticator(self.directory)
         plans: list[tuple[str, str, Callable[[], Any], ssl.SSLContext | None]] = []
         if self.cfg.submission_listen:
@@ -150,18 +158,27 @@ class MailService:
         if self.cfg.mx_listen:
             plans.append(("mx", self.cfg.mx_listen, lambda: RelaySMTP(
                 mx, tls_context=self.ssl_context, auth_exclude_mechanism=["LOGIN", "PLAIN"], **common), None))
-        shared = self.cfg.accept_processes() > 1
+        children = self.cfg.accept_children()
+        shared = children > 0 or self.role == "worker"
         try:
             for name, listen, factory, server_ssl in plans:
+                if self.role == "primary" and self.cfg.separate_delivery:
+                    # Only the children accept; this socket just holds the port for them (and
+                    # for a child started again), bound but not listening, so the kernel never
+                    # hands it a connection.
+                    reserved = reserve_port(listen)
+                    self._reserved.append(reserved)
+                    self.ports[name] = reserved.getsockname()[1]
+                    continue
                 server = await start_listener(listen, factory, server_ssl, reuse_port=shared,
                                               port=self.listen_ports.get(name))
                 self.servers[name] = server
                 self.ports[name] = server.sockets[0].getsockname()[1]
                 log.info("mail listener started", extra={"listener": name, "port": self.ports[name]})
-            if shared and self.role == "primary":
+            if children and self.role == "primary":
                 from mail.workers import AcceptWorkers
 
-                self.accept_workers = AcceptWorkers(self.config, dict(self.ports), self.cfg.accept_processes() - 1,
+                self.accept_workers = AcceptWorkers(self.config, dict(self.ports), children,
                                                     self._queued_in_child, self.metrics)
                 await self.accept_workers.start()
         except BaseException:
@@ -180,6 +197,11 @@ class MailService:
             except TimeoutError:
                 log.warning("SMTP sessions still open at shutdown; they are cut (nothing un-acked is lost)")
         self.servers.clear()
+        for reserved in self._reserved:
+            reserved.close()
+        self._reserved.clear()
+        for handler in self._handlers:
+            handler.flush_accept_log()
         if self._refresh is not None:
             self._refresh.cancel()
             await asyncio.gather(self._refresh, return_exceptions=True)

@@ -20,6 +20,13 @@ class MailConfig:
     # accepting uses more than one core; rate limits and failed-AUTH throttling then count
     # per process (/metrics adds up all processes' counters).  0: one per CPU core.
     workers: int = 1
+    # true: the main process does not accept; it delivers what all `workers` accept processes
+    # (then all children) queue, as Postfix's smtp processes deliver apart from its smtpd.  A
+    # session's next message then never waits behind the previous one's delivery on the same
+    # core (a single client sending one message per connection gains most); each message costs
+    # a pipe line and a read of its spool file more.  false: each accept process delivers what
+    # it accepted.
+    separate_delivery: bool = False
     # Spool folder, relative to the state dir unless absolute.
     spool_dir: str = "spool"
     # DNS servers as "host" or "host:port" (empty: the system's resolv.conf).
@@ -61,6 +68,10 @@ class MailConfig:
     def accept_processes(self) -> int:
         """``workers`` with 0 resolved to the number of CPU cores."""
         return self.workers or os.cpu_count() or 1
+
+    def accept_children(self) -> int:
+        """Child accept processes the main process starts (it accepts too unless separate_delivery)."""
+        return self.accept_processes() - (0 if self.separate_delivery else 1)
 
     def validate(self) -> list[tuple[str, str]]:
         problems = []

@@ -17,8 +17,9 @@ pyproject.toml, covered by tests/mail/test_smtp_engine.py which fails loudly on 
 ``__init__`` (a copy of ``SMTP.__init__`` for the options we use, with the method tables
 computed once per class and handler instead of with ``inspect.getmembers`` per connection),
 ``_getaddr`` (a fast path for plain ``<local@domain>``; anything else goes to aiosmtpd's
-parser), ``smtp_DATA`` (the bulk reader), and asyncio's ``StreamReader`` buffer in
-``read_data`` (the same three private members ``readuntil`` itself uses).
+parser), ``smtp_DATA`` (the bulk reader), asyncio's ``StreamReader`` buffer in
+``read_data`` (the same three private members ``readuntil`` itself uses), and the module
+function ``aiosmtpd.smtp.sanitized_log``, replaced by one that skips dropped log lines.
 
 CHUNKING (RFC 3030 BDAT) is not advertised: aiosmtpd 1.4.6 has no BDAT command, and adding
 one would mean reimplementing its DATA state machine here; clients fall back to DATA.
@@ -34,6 +35,7 @@ import ssl
 import weakref
 from typing import Any
 
+import aiosmtpd.smtp
 import numpy as np
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, _AuthMechAttr, syntax
 
@@ -42,8 +44,22 @@ from mail.directory import Directory
 from mail.metrics import MailMetrics
 
 # aiosmtpd logs every command and reply at INFO on "mail.log" (a child of our "mail" logger);
-# at relay rates that is most of a session's CPU.  The handler logs one line per message.
+# at relay rates that is most of a session's CPU.  The handler logs accepted messages.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd's ``sanitized_log`` (two calls per command line) builds its sanitised copy of
+    the arguments before the logger decides to drop the line; ask the logger first."""
+    logger = getattr(func, "__self__", None)
+    if isinstance(logger, logging.Logger) and not logger.isEnabledFor(_LEVELS.get(func.__name__, logging.CRITICAL)):
+        return
+    _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
+aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
 
 # aiosmtpd counts a DATA line with its CRLF, before dot-unstuffing, and refuses > 1001 bytes.
 LINE_LIMIT = SMTP.line_length_limit
@@ -62,13 +78,35 @@ REPLY_BARE_CR_LF = "550 5.6.0 Message refused: bare CR or LF in the message (lin
 
 # --- DATA: pure checks on the raw bytes between "354" and CRLF.CRLF -------------------------
 
+# Below this size data_problem uses bytes methods: numpy's fixed cost per call (array set-up,
+# several passes, temporaries) is more than the scans of a few kilobytes.
+SMALL_DATA = 16 * 1024
+
+
 def data_problem(raw: bytes) -> tuple[str, str] | None:
     """(metrics reason, reply) refusing a DATA block (before unstuffing, terminator excluded).
 
-    ``raw`` ends with CRLF (the terminator's first CRLF belongs to the last line).  Vectorised
-    with numpy: ``bytes.count`` walks a 100 KB message byte by byte in C, several times over."""
+    ``raw`` ends with CRLF (the terminator's first CRLF belongs to the last line)."""
     if not raw:
         return None
+    return _small_data_problem(raw) if len(raw) <= SMALL_DATA else _large_data_problem(raw)
+
+
+def _small_data_problem(raw: bytes) -> tuple[str, str] | None:
+    """``data_problem`` with bytes methods (fast on small messages)."""
+    # Every CR is in a CRLF and so is every LF exactly when all three counts agree.
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
+        return "bare_cr_lf", REPLY_BARE_CR_LF
+    # A line's length counts its CRLF; split on LF leaves each line with its CR.
+    if len(raw) > LINE_LIMIT and max(map(len, raw.split(b"\n"))) + 1 > LINE_LIMIT:
+        return "line_too_long", REPLY_LINE_TOO_LONG
+    return None
+
+
+def _large_data_problem(raw: bytes) -> tuple[str, str] | None:
+    """``data_problem`` vectorised with numpy: ``bytes.count`` walks a 100 KB message byte by
+    byte in C, several times over."""
     a = np.frombuffer(raw, np.uint8)
     lf = a == 10
     cr = a == 13
@@ -171,9 +209,18 @@ class _BoundMethods(dict):  # type: ignore[type-arg]
         return [(k, f.__get__(self._obj)) for k, f in dict.items(self)]
 
 
+class OpenSessions:
+    """The SMTP connections open in this process (all its listeners share one count)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class RelaySMTP(SMTP):
     def __init__(self, handler: Any, *, throttle: policy.FailureThrottle, metrics: MailMetrics,
-                 implicit_tls: bool = False, hostname: str | None = None, ident: str | None = None,
+                 sessions: OpenSessions | None = None, implicit_tls: bool = False, hostname: str | None = None, ident: str | None = None,
                  data_size_limit: int | None = 2**25, enable_SMTPUTF8: bool = False,
                  tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
                  timeout: float = 300, auth_required: bool = False, auth_require_tls: bool = True,
@@ -223,6 +270,8 @@ class RelaySMTP(SMTP):
         self._ehlo_hook_ver = "new" if "EHLO" in hooks else None
 
         self.pending_dsn: dict[str, str] = {}
+        self._sessions = sessions
+        self._counted = False  # in self._sessions (connection_made runs again after STARTTLS)
         self._throttle = throttle
         self._metrics = metrics
         self._implicit_tls = implicit_tls
@@ -244,6 +293,9 @@ class RelaySMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._sessions is not None and not self._counted:
+            self._sessions.count += 1
+            self._counted = True
         if self._implicit_tls and self._tls_protocol is None and transport.get_extra_info("ssl_object") is not None:
             # aiosmtpd only knows TLS begun by STARTTLS; on the implicit-TLS listener the whole
             # connection is TLS, so AUTH (auth_require_tls) must be offered.  aiosmtpd tests
@@ -252,6 +304,13 @@ class RelaySMTP(SMTP):
             self._tls_protocol = transport  # type: ignore[assignment]
             assert self.session is not None
             self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            assert self._sessions is not None
+            self._sessions.count -= 1
+            self._counted = False
+        super().connection_lost(error)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         # aiosmtpd cancels and re-creates a timer on every command; here the deadline moves and
@@ -354,6 +413,24 @@ def make_authenticator(directory: Directory) -> Any:
 def parse_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def reserve_port(listen: str) -> socket.socket:
+    """A socket bound to ``listen`` ("host:port", port 0: any free one) with SO_REUSEPORT and
+    not listening: it keeps the port for the processes that listen on it (start_listener with
+    ``reuse_port``) and takes no connection itself."""
+    host, port = parse_listen(listen)
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def start_listener(listen: str, factory: Any, ssl_context: ssl.SSLContext | None = None, *,

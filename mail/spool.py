@@ -34,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,68 @@ def _write_fsync(path: Path | str, data: bytes) -> None:
         os.close(fd)
 
 
+class IoThreads:
+    """Threads for the spool's blocking file work (writes and fsyncs).
+
+    Lighter than ``loop.run_in_executor``, which builds a concurrent Future (with its
+    Condition) per call and chains it to an asyncio one: here a call is one queue put, and
+    its result comes back with one ``call_soon_threadsafe``.  On a one-message SMTP session
+    the hop is on the path to the 250, so its cost is latency.  Threads start on demand,
+    up to ``max_threads``: every call gets a thread while fewer are in flight (concurrent
+    sessions' fsyncs overlap and the journal batches them)."""
+
+    def __init__(self, max_threads: int, name: str):
+        self.max_threads, self.name = max_threads, name
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._in_flight = 0  # calls submitted and not finished; only touched on event loops' threads
+        self._lock = threading.Lock()  # for _in_flight when several loops share the spool (tests)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._in_flight += 1
+            if self._in_flight > len(self._threads) and len(self._threads) < self.max_threads:
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while (item := get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result, error = fn(*args), None
+            except BaseException as e:
+                result, error = None, e
+            try:
+                loop.call_soon_threadsafe(self._done, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for the result any more
+                self._done(None, None, None)
+
+    def _done(self, future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        if future is None or future.cancelled():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def shutdown(self) -> None:
+        """Let the threads finish what was queued, then end them."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
+
+
 class Spool:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -149,7 +211,7 @@ class Spool:
         self._renames = 0
         self._synced = 0
         self._counter_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: IoThreads | None = None
 
     def open(self, clean: bool = True) -> list[str]:
         """Create the folders, clean up what a crash left half-written; returns what was removed.
@@ -177,9 +239,9 @@ class Spool:
 
     def close(self) -> None:
         """Stop the spool's I/O threads (after the last commit/save/remove has returned)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._threads is not None:
+            self._threads.shutdown()
+            self._threads = None
 
     @staticmethod
     def _complete(path: Path) -> bool:
@@ -191,10 +253,10 @@ class Spool:
         return parsed is not None and (parsed[0] < 0 or size == len(header) + parsed[0])
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        if self._executor is None:
+        if self._threads is None:
             # Threads mostly wait in fsync; enough of them that concurrent sessions overlap.
-            self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            self._threads = IoThreads(16, "spool")
+        return self._threads.call(fn, *args)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -202,12 +264,18 @@ class Spool:
         """Durably queue a message; returns its id.  Raises SpoolError."""
         return await self.commit_parts(envelope, (content,))
 
-    async def commit_parts(self, envelope: Envelope, parts: Sequence[bytes]) -> str:
-        """``commit`` of the concatenation of ``parts`` (written without joining them)."""
+    async def commit_parts(self, envelope: Envelope, parts: Sequence[bytes], inline: bool = False) -> str:
+        """``commit`` of the concatenation of ``parts`` (written without joining them).
+
+        ``inline``: write and fsync on the calling (event loop) thread, blocking it meanwhile;
+        for a process with nothing else to do until this commit is done."""
         length = sum(len(p) for p in parts)
         header = b"%s%d %s\n" % (MAGIC, length, envelope.to_json())
         try:
-            await self._run(self._write_message, envelope.id, (header, *parts))
+            if inline:
+                self._write_message(envelope.id, (header, *parts))
+            else:
+                await self._run(self._write_message, envelope.id, (header, *parts))
         except OSError as e:
             raise SpoolError(f"{e.strerror or e}") from e
         return envelope.id

@@ -208,7 +208,7 @@ async def test_constructor_matches_aiosmtpds() -> None:
     stock = SMTP(handler, hostname="h", enable_SMTPUTF8=True, auth_exclude_mechanism=["LOGIN"])
     ours = RelaySMTP(handler, hostname="h", enable_SMTPUTF8=True, auth_exclude_mechanism=["LOGIN"],
                      throttle=policy.FailureThrottle(1), metrics=MailMetrics(CollectorRegistry()))
-    extra = {"pending_dsn", "_throttle", "_metrics", "_implicit_tls", "_deadline"}
+    extra = {"pending_dsn", "_throttle", "_metrics", "_implicit_tls", "_deadline", "_sessions", "_counted"}
     assert set(vars(stock)) == set(vars(ours)) - extra
     assert set(stock._smtp_methods) == set(ours._smtp_methods)
     assert all(m.__self__ is ours for m in ours._smtp_methods.values())
