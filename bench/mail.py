@@ -219,7 +219,7 @@ maillog_file_prefixes = {self.dir}
 class OurServer(Server):
     name = "ours"
 
-    def __init__(self, root: Path, workers: int | None = None) -> None:
+    def __init__(self, root: Path, workers: int | None = None, separate_delivery: bool = False) -> None:
         self.state = root / "lienthong"
         self.state.mkdir()
         self.port = free_port()
@@ -247,7 +247,8 @@ rate_messages_per_minute = 1000000
 remote_smtp_port = 25
 per_destination_concurrency = 20
 total_concurrency = 50
-""" + ("" if workers is None else f"workers = {workers}\n"))
+""" + ("" if workers is None else f"workers = {workers}\n")
+  + ("separate_delivery = true\n" if separate_delivery else ""))
         self.cli = [sys.executable, "-m", "lienthong", "--log-level", "warning"] if False else [
             sys.executable, "-m", "lienthong"]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--workers", type=int, default=0,
                     help="our mail.workers (default 0: one accept process per core, as Postfix uses every core)")
+    ap.add_argument("--separate-delivery", action=argparse.BooleanOptionalAction, default=False,
+                    help="our mail.separate_delivery (the main process only delivers)")
     args = ap.parse_args(argv)
     if args.quick:
         cases = [("5k", 20), ("100k", 20), ("5k", 1)]
@@ -388,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = SinkProcess()
     try:
         try:
-            servers.append(OurServer(root, args.workers))
+            servers.append(OurServer(root, args.workers, args.separate_delivery))
             servers[-1].set_next_hop(sink.port)
         except Exception as exc:  # reported, not raised: the Postfix half still runs
             notes.append(f"ours: {exc}")
@@ -448,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                    "client": "smtp-source", "sink": "bench._mail_sink (asyncio, bulk DATA, discards)",
                    "ours_path": "MX listener, hosted domain with next hop = sink",
                    "postfix_path": "smtpd relay for mynetworks, relayhost = sink",
-                   "ours_workers": args.workers},
+                   "ours_workers": args.workers, "ours_separate_delivery": args.separate_delivery},
         "notes": notes,
     }
     print(json.dumps(out), flush=True)

@@ -103,6 +103,39 @@ def test_line_length_limit_is_aiosmtpds() -> None:
     assert data_problem(b"") is None
 
 
+def _random_data(rng: Any) -> bytes:
+    """A DATA block ending with CRLF: lines of random lengths around the limit, sometimes with a
+    bare CR or LF somewhere."""
+    lines = []
+    for _ in range(rng.randrange(1, 40)):
+        n = rng.choice([0, 1, 70, LINE_LIMIT - 3, LINE_LIMIT - 2, LINE_LIMIT - 1, LINE_LIMIT])
+        lines.append(bytes(rng.choice(b"abc .") for _ in range(n)))
+    raw = bytearray(b"\r\n".join(lines) + b"\r\n")
+    if rng.random() < 0.3:
+        raw.insert(rng.randrange(len(raw) + 1), rng.choice(b"\r\n"))
+    if raw.endswith(b"\r\n"):
+        return bytes(raw)
+    return bytes(raw) + b"\r\n"
+
+
+def test_small_and_large_data_checks_agree() -> None:
+    """Small messages are checked with bytes methods, large ones with numpy: same verdicts."""
+    import random
+
+    from mail.smtp_server import _large_data_problem, _small_data_problem
+
+    rng = random.Random(4)
+    verdicts = set()
+    for _ in range(600):
+        raw = _random_data(rng)
+        verdict = _small_data_problem(raw)
+        assert verdict == _large_data_problem(raw), raw
+        verdicts.add(verdict and verdict[0])
+    assert verdicts == {None, "bare_cr_lf", "line_too_long"}  # every outcome was exercised
+    for raw in (b"a\nb\r\n", b"\r\r\n", b"x\n", b"\nx\r\n", b"x\r\n\r"):
+        assert _small_data_problem(raw) == _large_data_problem(raw) == ("bare_cr_lf", REPLY_BARE_CR_LF)
+
+
 def test_unstuff() -> None:
     assert unstuff(b"..a\r\n.b\r\nc.\r\n") == b".a\r\nb\r\nc.\r\n"
     assert unstuff(b"no dots\r\n") == b"no dots\r\n"
@@ -181,6 +214,75 @@ async def test_idle_session_is_closed_and_commands_keep_it_open() -> None:
             await asyncio.sleep(0.3)
         assert await reader.read() == b""  # then, idle, it is closed by the timer
         writer.close()
+    finally:
+        server.close()
+
+
+async def test_ehlo_reply_is_one_write_with_every_extension() -> None:
+    from mail.handler import RelayHandler
+
+    handler = RelayHandler.__new__(RelayHandler)
+    handler.mode = "mx"
+
+    class _Session:
+        host_name = ""
+
+    stock = ["250-relay", "250-SIZE 1000", "250-8BITMIME", "250-STARTTLS", "250-AUTH LOGIN PLAIN", "250 HELP"]
+    (reply,) = await handler.handle_EHLO(None, _Session(), None, "client.example", list(stock))  # type: ignore[arg-type]
+    lines = reply.split("\r\n")
+    assert [x for x in lines if not x.startswith("250-")] == ["250 HELP"] == lines[-1:]
+    assert {"250-PIPELINING", "250-DSN", "250-ENHANCEDSTATUSCODES", "250-STARTTLS"} <= set(lines)
+    assert not any("AUTH" in x for x in lines)  # none on the MX listener
+
+
+def test_sanitized_log_still_logs_when_enabled(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import aiosmtpd.smtp
+
+    from mail.smtp_server import _sanitized_log_if_enabled
+
+    assert aiosmtpd.smtp.sanitized_log is _sanitized_log_if_enabled
+    logger = logging.getLogger("mail.log")
+    with caplog.at_level(logging.DEBUG, logger="mail.log"):
+        aiosmtpd.smtp.sanitized_log(logger.debug, "line %r", b"MAIL FROM:<a@b>\r\n")
+    assert [r.getMessage() for r in caplog.records] == ["line b'MAIL FROM:<a@b>\\r\\n'"]
+    caplog.clear()
+    aiosmtpd.smtp.sanitized_log(logger.info, "line %r", b"x")  # mail.log is at WARNING
+    assert caplog.records == []
+
+
+async def test_open_sessions_are_counted_once_each_even_after_starttls(tmp_path: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lienthong import tls
+    from mail import policy
+    from mail.metrics import MailMetrics
+    from mail.smtp_server import OpenSessions
+    from tests.mail.conftest import client_tls, mail_config
+    from tests.mail.test_delivery_schedule import until
+
+    sessions = OpenSessions()
+    ctx = tls.server_context(mail_config(tmp_path))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: RelaySMTP(_Handler(), hostname="h", tls_context=ctx, sessions=sessions,
+                                                        throttle=policy.FailureThrottle(1),
+                                                        metrics=MailMetrics(CollectorRegistry())), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        def two_sessions() -> tuple[int, int]:
+            with smtplib.SMTP("127.0.0.1", port) as first, smtplib.SMTP("127.0.0.1", port) as second:
+                first.starttls(context=client_tls())
+                first.ehlo()
+                second.noop()
+                both = sessions.count
+            with smtplib.SMTP("127.0.0.1", port) as third:
+                third.noop()
+                return both, sessions.count
+
+        both, then = await asyncio.to_thread(two_sessions)
+        assert both == 2 and then >= 1
+        await until(lambda: sessions.count == 0)
     finally:
         server.close()
 

@@ -140,3 +140,73 @@ async def test_envelopes_skips_unreadable(tmp_path: Path) -> None:
     good = _envelope()
     await spool.commit(good, b"x\r\n")
     assert [e.id for e in spool.envelopes()] == [good.id]
+
+
+# -- the spool's I/O threads and the inline commit ------------------------------------------------
+
+
+async def test_inline_commit_is_the_same_durable_file(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    env = _envelope(2)
+    qid = await spool.commit_parts(env, (b"Received: x\r\n", b"Subject: y\r\n\r\nz\r\n"), inline=True)
+    assert spool._threads is None  # no thread involved
+    assert Spool(tmp_path / "spool").load(qid) == env
+    assert spool.content(qid) == b"Received: x\r\nSubject: y\r\n\r\nz\r\n"
+    assert spool._complete(spool.queue / f"{qid}.msg")
+
+
+async def test_failed_inline_commit_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    spool.queue = tmp_path / "missing" / "queue"
+    with pytest.raises(SpoolError):
+        await spool.commit_parts(_envelope(), (b"x\r\n",), inline=True)
+    assert list((tmp_path / "spool" / "queue").iterdir()) == []
+
+
+async def test_io_threads_return_results_and_errors() -> None:
+    from mail.spool import IoThreads
+
+    threads = IoThreads(4, "t")
+    try:
+        assert await threads.call(lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ZeroDivisionError):
+            await threads.call(lambda: 1 / 0)
+        assert await threads.call(lambda: "still working") == "still working"
+    finally:
+        threads.shutdown()
+    assert threads._threads == []
+
+
+async def test_io_threads_run_concurrent_calls_in_parallel() -> None:
+    """Concurrent sessions' fsyncs must overlap (group commit): four calls that each wait for
+    the other three only finish if four threads run them at once."""
+    import threading
+
+    from mail.spool import IoThreads
+
+    threads = IoThreads(4, "t")
+    barrier = threading.Barrier(4, timeout=30)
+    try:
+        arrivals = await asyncio.gather(*(threads.call(barrier.wait) for _ in range(4)))
+        assert sorted(arrivals) == [0, 1, 2, 3]
+        assert len(threads._threads) == 4
+    finally:
+        threads.shutdown()
+
+
+async def test_io_threads_survive_a_cancelled_caller() -> None:
+    import threading
+
+    from mail.spool import IoThreads
+
+    threads = IoThreads(2, "t")
+    release = threading.Event()
+    try:
+        blocked = threads.call(release.wait, 30)
+        blocked.cancel()  # the awaiting session went away; the work still finishes
+        release.set()
+        assert await threads.call(lambda: 7) == 7
+    finally:
+        threads.shutdown()
+    await asyncio.sleep(0)  # the threads' last hand-backs, queued before they ended
+    assert threads._in_flight == 0

@@ -150,3 +150,52 @@ async def test_bad_dsn_parameter_gets_501(relay: Relay) -> None:
         await asyncio.to_thread(send)
     code, text = info.value.recipients["a@example.org"]
     assert code == 501 and text.startswith(b"5.5.4")
+
+
+async def test_accepted_messages_are_logged_in_batches_naming_each(relay: Relay,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import re
+
+    def send_three() -> list[str]:
+        s = smtplib.SMTP("127.0.0.1", relay.port("mx"), timeout=10)
+        s.ehlo("c.example")
+        ids = []
+        for i in range(3):
+            s.mail("a@far.example")
+            s.rcpt(f"vanthu@{DOMAIN}")
+            code, reply = s.data(f"Subject: m{i}\r\n\r\nx\r\n".encode())
+            ids.append(re.search(r"Queued as (\w+)", reply.decode()).group(1))  # type: ignore[union-attr]
+        s.quit()
+        return ids
+
+    with caplog.at_level(logging.INFO, logger="mail.handler"):
+        ids = await asyncio.to_thread(send_three)
+        for handler in relay.service._handlers:  # what the 20 ms timer has not written yet
+            handler.flush_accept_log()
+    lines = [r for r in caplog.records if r.getMessage() == "messages accepted"]
+    assert 1 <= len(lines) <= 3
+    assert [q for r in lines for q in r.queue_ids.split(",")] == ids  # type: ignore[attr-defined]
+    assert sum(r.messages for r in lines) == 3 and all(r.mode == "mx" for r in lines)  # type: ignore[attr-defined]
+
+
+async def test_pending_accept_log_is_written_once_at_flush(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from prometheus_client import CollectorRegistry
+
+    from mail.directory import Directory
+    from mail.handler import RelayHandler
+    from mail.metrics import MailMetrics
+    from mail.policy import RateLimiter
+
+    handler = RelayHandler("submission", Directory(), None, "h", MailMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                           RateLimiter(10, 60.0), 10)
+    with caplog.at_level(logging.INFO, logger="mail.handler"):
+        handler._log_accepted("q1", "bo-dttg", 2, 100)
+        handler._log_accepted("q2", "so-laocai", 1, 50)
+        handler.flush_accept_log()  # as MailService.stop does
+        await asyncio.sleep(0.05)  # past the batch window: the cancelled timer writes nothing more
+    (line,) = [r for r in caplog.records if r.getMessage() == "messages accepted"]
+    assert (line.queue_ids, line.agencies, line.recipients, line.bytes) == (  # type: ignore[attr-defined]
+        "q1,q2", "bo-dttg,so-laocai", 3, 150)

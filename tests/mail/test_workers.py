@@ -90,3 +90,53 @@ def test_workers_zero_means_one_per_core(tmp_path: Path) -> None:
     assert cfg.mail.accept_processes() == (os.cpu_count() or 1)
     assert ("workers", "0 (one per CPU core) or a number of processes from 1 to 64") in \
         mail_config(tmp_path, workers=-1).mail.validate()
+
+
+async def test_separate_delivery_children_accept_and_the_main_process_delivers(tmp_path: Path) -> None:
+    """``separate_delivery``: every accept process is a child; the main process holds the ports
+    without listening, and delivers all the children queue (their ids over the pipe)."""
+    sink_port = free_port()
+    sink = Sink("127.0.0.9", sink_port)
+    await sink.start()
+    relay = await start_relay(mail_config(tmp_path, workers=2, separate_delivery=True),
+                              next_hop=f"127.0.0.9:{sink_port}")
+    try:
+        service = relay.service
+        workers = service.accept_workers
+        assert len(workers.procs) == 2 and service.servers == {}
+        assert service.worker is not None and service.worker.scans_spool
+
+        async def send(i: int) -> None:
+            await aiosmtplib.send(f"From: a@far.example\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode(),
+                                  sender="a@far.example", recipients=["vanthu@dttg.gov.vn"],
+                                  hostname="127.0.0.1", port=relay.port("mx"), start_tls=False)
+
+        for i in range(5):  # one session at a time: each child commits inline
+            await send(i)
+        await asyncio.gather(*(send(i) for i in range(5, 30)))  # concurrent: the spool's threads
+        messages = await sink.wait_messages(30)
+        subjects = {re.search(rb"Subject: (m\d+)", m.content).group(1) for m in messages}  # type: ignore[union-attr]
+        assert subjects == {f"m{i}".encode() for i in range(30)}
+        assert service.metrics.deliveries.labels("delivered")._value.get() == 30  # all by this process
+
+        # A replaced child listens on the held port again.
+        workers.started.clear()
+        workers.procs[0].kill()
+        await asyncio.wait_for(workers.started.wait(), 60)
+        await asyncio.gather(*(send(i) for i in range(30, 40)))
+        await sink.wait_messages(40)
+    finally:
+        await stop_relay(relay)
+        await sink.stop()
+    metrics = relay.service.metrics
+    assert metrics.deliveries.labels("delivered")._value.get() == 40
+    # The children's counters (the killed one's unreported part is lost with it).
+    assert 10 <= metrics.accepted.labels("mx")._value.get() <= 40
+    assert all(p.returncode is not None for p in workers.procs)
+
+
+def test_accept_children_count(tmp_path: Path) -> None:
+    assert mail_config(tmp_path, workers=2).mail.accept_children() == 1
+    assert mail_config(tmp_path, workers=2, separate_delivery=True).mail.accept_children() == 2
+    assert mail_config(tmp_path, workers=1, separate_delivery=True).mail.accept_children() == 1
+    assert mail_config(tmp_path, workers=1).mail.accept_children() == 0
