@@ -143,6 +143,13 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
             await lao_cai.frames_grow("main")
             await chair.frames_grow("main")  # Lào Cai's camera, the floor holder
 
+            # Headless Firefox has no screen to capture (getDisplayMedia: NotFoundError): the
+            # page says so instead of a button that seems dead, and sends no screen.
+            await firefox.click("#btn-share")
+            await lao_cai.until("() => (window.lienthong.notice || '').startsWith('Cannot share the screen: ')")
+            assert await firefox.is_visible("#notice")
+            assert await lao_cai.state("localTracks.screen") is not True
+
             # Lào Cai leaves from its page: the chair and Hà Nội see it go.
             await firefox.click("#btn-leave")
             await lao_cai.until("() => window.lienthong.phase === 'closed' && window.lienthong.closedReason === 'left'")

@@ -606,7 +606,18 @@
     if (screenStream) return stopScreen();
     try {
       screenStream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { max: 15 } }, audio: false });
-    } catch (e) { return; }
+    } catch (e) {
+      // The person cancelled the picker (NotAllowedError/AbortError): nothing to say. Anything
+      // else (no screen to capture, a policy) is said, so the button does not seem dead.
+      if (e && e.name !== "NotAllowedError" && e.name !== "AbortError") {
+        setNotice(t("meeting.share_error", { error: e.name || String(e) }), false);
+      }
+      return;
+    }
+    if (state.notice && $("notice-text").textContent.startsWith(t("meeting.share_error", { error: "" }))) {
+      $("notice").hidden = true;
+      state.notice = null;
+    }
     const track = screenStream.getVideoTracks()[0];
     track.onended = () => stopScreen();
     const i = layout.findIndex((e) => e.send === "screen");
