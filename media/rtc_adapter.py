@@ -15,7 +15,8 @@ SRTP keys) and takes over the media plane:
   ``PacketPeer.add_ice_candidate`` for trickle.
 * **Receive without decoding**: incoming SRTP is unprotected right in the UDP socket's
   ``datagram_received`` (no asyncio queue, no task wake-up; one function per datagram,
-  ``_Srtp.receiver``) and handed as ``bytes`` to
+  ``_Srtp.receiver``; every datagram queued on the socket is read per readiness event, not one
+  per event-loop iteration as asyncio does: ``_drain_reader``) and handed as ``bytes`` to
   ``on_rtp(packet, mid, arrival)`` / ``on_rtcp(packet)``.  ``RTCRtpReceiver.receive`` is
   replaced so no decoder thread and no RTCP task ever start; ``RtpPacket.parse`` never runs.
 * **Send without encoding**: ``PacketPeer.send_rtp(bytes)`` / ``send_rtcp(bytes)`` protect
@@ -420,6 +421,48 @@ class _PacketProtocol(aioice.ice.StunProtocol):
         super().datagram_received(data, addr)
 
 
+# Datagrams read per readiness event of one socket (asyncio reads one per loop iteration).
+DRAIN_MAX = 32
+
+
+def _drain_reader(transport: Any, sock: socket.socket, protocol: _PacketProtocol) -> Callable[[], None]:
+    """A replacement for asyncio's ``_SelectorDatagramTransport._read_ready``: every datagram
+    already queued on the socket (up to ``DRAIN_MAX``) in one callback, instead of one per
+    event-loop iteration (a video frame arrives as a burst of packets).  Same error handling."""
+    recvfrom = sock.recvfrom
+    max_size = transport.max_size
+    datagram_received = protocol.datagram_received
+
+    def read_ready() -> None:
+        for _ in range(DRAIN_MAX):
+            if transport._conn_lost or transport.is_closing():
+                return
+            try:
+                data, addr = recvfrom(max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                transport._fatal_error(exc, "Fatal read error on datagram transport")
+                return
+            datagram_received(data, addr)
+    return read_ready
+
+
+def _install_drain_reader(loop: asyncio.AbstractEventLoop, transport: Any, protocol: _PacketProtocol) -> None:
+    """Register ``_drain_reader`` for a selector loop's datagram transport (other loops keep
+    their own reader)."""
+    sock = getattr(transport, "_sock", None)
+    add_reader = getattr(loop, "_add_reader", None)
+    if isinstance(sock, socket.socket) and add_reader is not None and hasattr(transport, "max_size") \
+            and hasattr(transport, "_conn_lost"):
+        add_reader(sock.fileno(), _drain_reader(transport, sock, protocol))
+
+
 async def _bind_udp(loop: asyncio.AbstractEventLoop, factory: Callable[[], _PacketProtocol],
                     address: str, port_min: int, port_max: int) -> tuple[asyncio.DatagramTransport,
                                                                         _PacketProtocol]:
@@ -466,6 +509,7 @@ def _install_host_gathering(connection: aioice.ice.Connection, policy: IcePolicy
                 # media piling up behind a busy event loop (that would be latency, not loss).
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+            _install_drain_reader(loop, transport, protocol)
             bound = transport.get_extra_info("sockname")
             host = policy.announced_address or bound[0]
             protocol.local_candidate = Candidate(

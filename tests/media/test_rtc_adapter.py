@@ -388,6 +388,49 @@ async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_sessio
     assert server.pc.connectionState == "closed"
 
 
+def test_asyncio_datagram_reader_hooks_exist() -> None:
+    """rtc_adapter._install_drain_reader replaces the selector loop's reader of each ICE socket
+    (every queued datagram per readiness event); it relies on these asyncio internals."""
+    import asyncio.selector_events
+    transport = asyncio.selector_events._SelectorDatagramTransport
+    init = inspect.getsource(transport.__init__)
+    assert "self._loop.call_soon(self._add_reader," in init and "self._read_ready" in init, \
+        "asyncio's datagram transport no longer registers _read_ready with loop._add_reader"
+    read_ready = inspect.getsource(transport._read_ready)
+    assert "self._sock.recvfrom(self.max_size)" in read_ready and "self._protocol.datagram_received(" in read_ready
+    for name in ("_conn_lost", "max_size", "_fatal_error", "is_closing"):
+        assert name in inspect.getsource(asyncio.selector_events), f"asyncio transports lost {name}"
+    _require_attr(asyncio.selector_events.BaseSelectorEventLoop, "_add_reader", "asyncio.BaseSelectorEventLoop")
+
+
+async def test_ice_sockets_read_every_queued_datagram_per_readiness() -> None:
+    client, server, client_c, _server_c = await connect_pair()
+    try:
+        loop = asyncio.get_running_loop()
+        protocol = client._ice._nominated[1].protocol  # type: ignore[union-attr]
+        fd = protocol.transport.get_extra_info("socket").fileno()
+        reader = loop._selector.get_key(fd).data[0]  # type: ignore[attr-defined]
+        assert "_drain_reader" in reader._callback.__qualname__, "asyncio's one-datagram reader is still in place"
+        line = server.negotiated()[2]
+        vp8 = line.codec("vp8").payload_type  # type: ignore[union-attr]
+        delivered_per_call: list[int] = []
+        drain = reader._callback
+
+        def counting() -> None:
+            before = len(client_c.rtp)
+            drain()
+            delivered_per_call.append(len(client_c.rtp) - before)
+        loop._add_reader(fd, counting)  # type: ignore[attr-defined]
+        for seq in range(10):   # a burst, all queued before the loop looks at the socket again
+            assert server.send_rtp(rtp(line.local_ssrc, seq, seq * 3000, vp8))
+        await client_c.wait_for(lambda: len(client_c.rtp) == 10)
+        assert delivered_per_call[0] == 10, f"one readiness callback read {delivered_per_call[0]} of a burst of 10"
+        assert [struct.unpack_from("!H", p, 2)[0] for p, _ in client_c.rtp] == list(range(10))
+    finally:
+        await client.close()
+        await server.close()
+
+
 def test_other_private_hooks_exist() -> None:
     import pylibsrtp
     from aiortc.rtcicetransport import RTCIceTransport
