@@ -435,7 +435,7 @@ def _drain_reader(transport: Any, sock: socket.socket, protocol: _PacketProtocol
 
     def read_ready() -> None:
         for _ in range(DRAIN_MAX):
-            if transport._conn_lost or transport.is_closing():
+            if transport._closing:   # closed, maybe by the previous datagram's callback
                 return
             try:
                 data, addr = recvfrom(max_size)
@@ -449,6 +449,12 @@ def _drain_reader(transport: Any, sock: socket.socket, protocol: _PacketProtocol
             except BaseException as exc:
                 transport._fatal_error(exc, "Fatal read error on datagram transport")
                 return
+            peer = protocol.peer     # _PacketProtocol.datagram_received's SRTP fast path, inlined
+            if peer is not None and data and 127 < data[0] < 192:
+                receive = peer._receive
+                if receive is not None:
+                    receive(data)
+                    continue
             datagram_received(data, addr)
     return read_ready
 
@@ -459,7 +465,7 @@ def _install_drain_reader(loop: asyncio.AbstractEventLoop, transport: Any, proto
     sock = getattr(transport, "_sock", None)
     add_reader = getattr(loop, "_add_reader", None)
     if isinstance(sock, socket.socket) and add_reader is not None and hasattr(transport, "max_size") \
-            and hasattr(transport, "_conn_lost"):
+            and hasattr(transport, "_closing"):
         add_reader(sock.fileno(), _drain_reader(transport, sock, protocol))
 
 

@@ -398,8 +398,9 @@ def test_asyncio_datagram_reader_hooks_exist() -> None:
         "asyncio's datagram transport no longer registers _read_ready with loop._add_reader"
     read_ready = inspect.getsource(transport._read_ready)
     assert "self._sock.recvfrom(self.max_size)" in read_ready and "self._protocol.datagram_received(" in read_ready
-    for name in ("_conn_lost", "max_size", "_fatal_error", "is_closing"):
+    for name in ("self._closing = ", "self.max_size", "def _fatal_error("):
         assert name in inspect.getsource(asyncio.selector_events), f"asyncio transports lost {name}"
+    assert "self._closing = True" in inspect.getsource(asyncio.selector_events._SelectorTransport.close)
     _require_attr(asyncio.selector_events.BaseSelectorEventLoop, "_add_reader", "asyncio.BaseSelectorEventLoop")
 
 
