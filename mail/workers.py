@@ -9,6 +9,8 @@ the same handlers, spool and directory (loaded from the same store), but it neve
 the spool (another process's file may be a commit in progress), and its counters reach
 /metrics through the primary (below).
 
+A child runs on uvloop when it is installed (``run_event_loop``).
+
 Delivery of what a child accepted: when DeliveryWorker takes ``scans_spool`` the child runs
 its own worker with ``scans_spool=False`` and delivers what it accepted (notify); only the
 primary scans the spool for retries.  Otherwise the child writes each queue id to the
@@ -230,7 +232,20 @@ def main() -> int:
     from lienthong.logs import setup_logging
 
     setup_logging(logging.getLevelName(level))
-    return asyncio.run(_serve_child(config, ports, stdin))
+    return run_event_loop(_serve_child(config, ports, stdin))
+
+
+def run_event_loop(main: Any) -> int:
+    """Run the child on uvloop when installed (as uvicorn does): a child runs nothing but the
+    SMTP listeners, and libuv's loop and transports take about half of asyncio's time per
+    loop turn and socket operation; a one-message session is a chain of such turns (accept,
+    banner, each command and reply), so the loop's overhead is most of its latency.  asyncio's
+    own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,35 @@ def test_accept_children_count(tmp_path: Path) -> None:
     assert mail_config(tmp_path, workers=2, separate_delivery=True).mail.accept_children() == 2
     assert mail_config(tmp_path, workers=1, separate_delivery=True).mail.accept_children() == 1
     assert mail_config(tmp_path, workers=1).mail.accept_children() == 0
+
+
+async def test_submission_with_starttls_and_implicit_tls_through_child_processes(tmp_path: Path) -> None:
+    """Children run on uvloop (when installed): aiosmtpd's STARTTLS switches the transport's
+    protocol under it, and implicit TLS is uvloop's own TLS; both must work there."""
+    from tests.mail.conftest import DOMAIN, PASSWORD, client_tls
+
+    sink_port = free_port()
+    sink = Sink("127.0.0.9", sink_port)
+    await sink.start()
+    relay = await start_relay(mail_config(tmp_path, workers=2, separate_delivery=True),
+                              next_hop=f"127.0.0.9:{sink_port}")
+    try:
+        assert relay.service.servers == {}  # every session below is a child's
+
+        async def submit(i: int, implicit: bool) -> None:
+            msg = f"From: vanthu@{DOMAIN}\r\nSubject: t{i}\r\n\r\nx\r\n".encode()
+            c = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port("smtps" if implicit else "submission"),
+                                use_tls=implicit, start_tls=not implicit, tls_context=client_tls())
+            await c.connect()
+            await c.login("vanthu", PASSWORD)
+            await c.sendmail(f"vanthu@{DOMAIN}", [f"vanthu@{DOMAIN}"], msg)
+            await c.quit()
+
+        await asyncio.gather(*(submit(i, implicit=i % 2 == 1) for i in range(8)))
+        messages = await sink.wait_messages(8)
+        assert {re.search(rb"Subject: (t\d)", m.content).group(1) for m in messages} == {  # type: ignore[union-attr]
+            f"t{i}".encode() for i in range(8)}
+        assert all(b"with ESMTPSA id" in m.content for m in messages)
+    finally:
+        await stop_relay(relay)
+        await sink.stop()
