@@ -76,9 +76,6 @@ LAYER_FLOOR = 150_000       # REMB toward a publisher never asks for less (bits/
 LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
 
-_SSRC = struct.Struct("!I")
-_SEQ = struct.Struct("!H")
-_TS = struct.Struct("!I")
 _AST = struct.Struct("!HHI")        # one-byte extension header + one abs-send-time element
 _PLI = struct.Struct("!BBHIBBHII")  # empty RR (8 bytes) + PLI (12 bytes): a compound packet
 _VP8_HEAD = 8                       # payload bytes rewritten per slot: the VP8 descriptor is at most 6
@@ -217,7 +214,7 @@ class Source:
         return False
 
     def on_packet(self, packet: bytes, arrival: float) -> None:
-        ssrc = _SSRC.unpack_from(packet, 8)[0]
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
         if ssrc != self.ssrc:
             if ssrc in self.rtx_ssrcs:
                 self._on_rtx(packet, arrival)
@@ -228,13 +225,14 @@ class Source:
                 self.cache.clear()
         self.packets += 1
         self.octets += len(packet)
-        self.stats.on_packet(_SEQ.unpack_from(packet, 2)[0], _TS.unpack_from(packet, 4)[0], arrival)
+        self.stats.on_packet(seq, ts, arrival)
         level_ext = self.level_ext
         if level_ext is not None:
             level = audio_level(packet, level_ext)
             if level is not None:
                 self.endpoint.forwarder.speakers.update(self.endpoint.id, level[0], level[1], arrival)
-        self._forward(packet, arrival)
+        if self.outs:
+            self._forward(packet, arrival, seq, ts, ssrc)
 
     def _on_rtx(self, packet: bytes, arrival: float) -> None:
         """A retransmission we asked for (RFC 4588): unwrap it and forward it late."""
@@ -244,10 +242,11 @@ class Source:
         original = unwrap_rtx(packet, apt, self.ssrc)
         if original is None:
             return
-        self.stats.on_packet(_SEQ.unpack_from(original, 2)[0], _TS.unpack_from(original, 4)[0], arrival)
-        self._forward(original, arrival)
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(original, 2)
+        self.stats.on_packet(seq, ts, arrival)
+        self._forward(original, arrival, seq, ts, ssrc)
 
-    def _forward(self, packet: bytes, arrival: float) -> None:
+    def _forward(self, packet: bytes, arrival: float, seq: int, ts: int, ssrc: int) -> None:
         outs = self.outs
         if not outs or self.muted:
             return
@@ -267,7 +266,6 @@ class Source:
             off, end = bounds
         else:
             off, end = 12, len(packet)
-        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
         marker = b1 & 0x80
         if self.kind != "video":
             payload = memoryview(packet)[off:end]
