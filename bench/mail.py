@@ -2,6 +2,7 @@
 for our relay (``lienthong serve``) and a private Postfix instance under the same load.
 
     python -m bench.mail [--quick] [--messages N] [--repeats R] [--no-postfix] [--workers N]
+                         [--no-separate-delivery]
 
 Both servers get the same client, ``smtp-source`` (Postfix's load tool), at 1 and 20
 concurrent sessions with 5 KB and 100 KB messages, and relay to the same discarding sink
@@ -22,7 +23,11 @@ Postfix relays for 127.0.0.0/8 with ``relayhost = [127.0.0.1]:SINKPORT``.
 
 Our relay runs with ``mail.workers = 0`` unless ``--workers`` says otherwise: one accept process
 per core (a dedicated relay host's setting; the shipped default is 1), as Postfix runs its
-smtpd, cleanup, qmgr and smtp processes on every core.  CPU counts the child processes too.
+smtpd, cleanup, qmgr and smtp processes on every core; and with ``mail.separate_delivery``
+unless ``--no-separate-delivery``: the accept processes are all children and the main process
+delivers, as Postfix's smtp processes deliver apart from smtpd (with one session sending one
+message per connection, the next message's session no longer shares a core with the
+previous one's delivery).  CPU counts the child processes too.
 
 Runs alternate ours/Postfix; medians over repeats; ratios are ours / Postfix from this run.
 Progress on stderr; one JSON line on stdout.
@@ -367,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--workers", type=int, default=0,
                     help="our mail.workers (default 0: one accept process per core, as Postfix uses every core)")
-    ap.add_argument("--separate-delivery", action=argparse.BooleanOptionalAction, default=False,
-                    help="our mail.separate_delivery (the main process only delivers)")
+    ap.add_argument("--separate-delivery", action=argparse.BooleanOptionalAction, default=True,
+                    help="our mail.separate_delivery (default on: the main process only delivers)")
     args = ap.parse_args(argv)
     if args.quick:
         cases = [("5k", 20), ("100k", 20), ("5k", 1)]

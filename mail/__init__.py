@@ -169,6 +169,7 @@ class MailService:
                     reserved = reserve_port(listen)
                     self._reserved.append(reserved)
                     self.ports[name] = reserved.getsockname()[1]
+                    log.info("mail port held for the accept processes", extra={"listener": name, "port": self.ports[name]})
                     continue
                 server = await start_listener(listen, factory, server_ssl, reuse_port=shared,
                                               port=self.listen_ports.get(name))
