@@ -66,6 +66,28 @@ def main(argv: list[str] | None = None) -> int:
         out = vp8.rewrite(buf, 12, 0x1111)
         return bytes(out) if out is not None else b""
 
+    # What media.forwarder does per slot for a PictureID-only VP8 descriptor (aiortc's and
+    # single-layer browsers'): the header fields are parsed once per incoming packet; per slot,
+    # copy the small head (header + descriptor; the payload is joined in libsrtp's buffer, not
+    # here), map seq/ts, write the header and the PictureID.  Descriptors with TL0PICIDX/KEYIDX
+    # (VIDEO above) take Vp8Rewriter.rewrite instead.
+    header_slot, header_vp8 = SlotRewriter(0x7777), Vp8Rewriter()
+    pid_only = struct.pack("!BBHII", 0x80, 96, 1000, 90000, 0x1111) + b"\x90\x80\x81\x23" + VP8[6:]
+    pid_only_layout = descriptor_layout(pid_only, 12)
+    head = pid_only[:20]
+    header = struct.Struct("!BHII")
+    picture_id = struct.Struct("!H")
+
+    def video_subscriber_header() -> bytearray:
+        buf = bytearray(head)
+        out_seq, out_ts = header_slot.map(1000, 90000, 0x1111, 1.0)
+        header.pack_into(buf, 1, 96, out_seq, out_ts, 0x7777)
+        pid = header_vp8.picture_id(0x0123, 0x1111)
+        if pid < 0:   # the first packet anchors
+            return header_vp8.rewrite(buf, 12, 0x1111, pid_only_layout) or buf
+        picture_id.pack_into(buf, 14, 0x8000 | pid)
+        return buf
+
     audio_slot = SlotRewriter(0x8888, ts_gap=960, clock_rate=48000)
 
     def audio_subscriber() -> bytes:
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "peer_bytearray_copy_1200B": (lambda: bytearray(VIDEO), number),
         "per_subscriber_video_rewrite": (video_subscriber, number),
         "per_subscriber_video_rewrite_no_layout": (video_subscriber_no_layout, number),
+        "per_subscriber_video_header": (video_subscriber_header, number),
         "per_subscriber_audio_rewrite": (audio_subscriber, number),
         "slot_rewrite_in_place": (lambda: slot.rewrite_in_place(bytearray(VIDEO)), number),
         "payload_offset": (lambda: payload_offset(OPUS), number),
