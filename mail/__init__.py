@@ -110,7 +110,8 @@ class MailService:
         if notify is None:
             self.worker.wake()
         else:
-            notify(queue_id, self.spool.load(queue_id))
+            # One read for the envelope and the content: delivery then needs no second one.
+            notify(queue_id, *self.spool.load_accepted(queue_id))
 
     async def start(self) -> None:
         from mail import policy

@@ -375,6 +375,18 @@ class Spool:
             raise FileNotFoundError(f"{queue_id}: no envelope (being written, or not a message)")
         return Envelope.from_json(parsed[1])
 
+    def load_accepted(self, queue_id: str) -> tuple[Envelope, bytes]:
+        """A message as it was accepted, envelope (from its header line) and content, in one
+        read of one file: for the main process taking a message another process has just
+        committed (no ``.env`` exists yet; delivery checks for one before its attempt)."""
+        with open(f"{self.queue}/{queue_id}.msg", "rb") as f:
+            data = f.read()
+        end = data.find(b"\n", 0, MAX_HEADER)
+        parsed = _parse_header(data[:end + 1]) if end >= 0 else None
+        if parsed is None or (parsed[0] >= 0 and len(data) - end - 1 != parsed[0]):
+            raise FileNotFoundError(f"{queue_id}: not a complete message")
+        return Envelope.from_json(parsed[1]), data[end + 1:]
+
     def content(self, queue_id: str) -> bytes:
         data = (self.queue / f"{queue_id}.msg").read_bytes()
         if data.startswith(MAGIC):

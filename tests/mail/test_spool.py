@@ -210,3 +210,17 @@ async def test_io_threads_survive_a_cancelled_caller() -> None:
         threads.shutdown()
     await asyncio.sleep(0)  # the threads' last hand-backs, queued before they ended
     assert threads._in_flight == 0
+
+
+async def test_load_accepted_reads_envelope_and_content_at_once(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    env = _envelope(2)
+    qid = await spool.commit_parts(env, (b"Received: x\r\n", b"Subject: y\r\n\r\nz\r\n"))
+    assert spool.load_accepted(qid) == (env, b"Received: x\r\nSubject: y\r\n\r\nz\r\n")
+    path = spool.queue / f"{qid}.msg"
+    path.write_bytes(path.read_bytes()[:-3])  # a commit still being written
+    with pytest.raises(FileNotFoundError):
+        spool.load_accepted(qid)
+    (spool.queue / "nohead.msg").write_bytes(b"x\r\n")
+    with pytest.raises(FileNotFoundError):
+        spool.load_accepted("nohead")
