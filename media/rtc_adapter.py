@@ -854,8 +854,8 @@ class PacketPeer:
         change, ICE restart, session gone): build one and install it for the next packets."""
         agent = self._ice
         pair = agent._nominated.get(1) if agent is not None else None
-        if pair is not self._pair or self._parts_send is None:
-            self._select_pair(pair)
+        if pair is not self._pair:
+            self._select_pair(pair)   # (a relayed pair gets no send function: logged once here)
         send = self._parts_send
         if send is None or self._tx is None:
             self.tx_dropped += 1
