@@ -9,12 +9,18 @@ the same handlers, spool and directory (loaded from the same store), but it neve
 the spool (another process's file may be a commit in progress), and its counters reach
 /metrics through the primary (below).
 
-A child runs on uvloop when it is installed (``run_event_loop``).
+With ``mail.separate_delivery`` the primary does not accept: it holds each port with a bound,
+non-listening SO_REUSEPORT socket and starts N children, which accept everything.
 
-Delivery of what a child accepted: when DeliveryWorker takes ``scans_spool`` the child runs
-its own worker with ``scans_spool=False`` and delivers what it accepted (notify); only the
-primary scans the spool for retries.  Otherwise the child writes each queue id to the
-primary on its stdout pipe, and the primary's worker takes it from there.
+A child runs on uvloop when it is installed (``run_event_loop``).  It runs nothing but mail,
+so a session that is the only one open in it commits its message on the event loop itself
+(mail.handler), without the hop to a spool thread.
+
+Delivery of what a child accepted: with ``separate_delivery`` (or a DeliveryWorker without
+``scans_spool``) the child writes each queue id to the primary on its stdout pipe, and the
+primary's worker takes it from there (one read of the spool file: Spool.load_accepted).
+Otherwise the child runs its own worker with ``scans_spool=False`` and delivers what it
+accepted (notify); only the primary scans the spool for retries.
 
 The primary talks to a child over two pipes: on stdin, the child's settings (a pickled
 ``(Config, ports, log level)``, length-prefixed), then nothing: EOF on stdin (the primary
