@@ -17,8 +17,9 @@ asks for then finds nothing left to write.  That fsync is shared (group commit: 
 syncs the folder unless a sync that began after its file was synced has already finished),
 and the data syncs of concurrent sessions run in parallel threads (IoThreads), which the
 filesystem journal batches; a process that only accepts mail may commit a lone session's
-message on its event loop instead (``commit_parts(inline=True)``), the same writes and syncs.  ``remove`` unlinks the ``.msg`` first: a crash between the two unlinks
-leaves an ``.env`` without ``.msg``, removed at start.  Readers that list the queue while
+message on its event loop instead (``commit_parts(inline=True)``), the same writes and syncs.
+``remove`` unlinks the ``.msg`` first: a crash between the two unlinks leaves an ``.env``
+without ``.msg``, removed at start.  Readers that list the queue while
 sessions are committing may see a ``.msg`` being written: ``load`` then fails (no complete
 header), or the delivery side's scan leaves young never-tried messages alone.
 
