@@ -170,7 +170,6 @@ class MailService:
                     reserved = reserve_port(listen)
                     self._reserved.append(reserved)
                     self.ports[name] = reserved.getsockname()[1]
-                    log.info("mail port held for the accept processes", extra={"listener": name, "port": self.ports[name]})
                     continue
                 server = await start_listener(listen, factory, server_ssl, reuse_port=shared,
                                               port=self.listen_ports.get(name))
@@ -183,6 +182,10 @@ class MailService:
                 self.accept_workers = AcceptWorkers(self.config, dict(self.ports), children,
                                                     self._queued_in_child, self.metrics)
                 await self.accept_workers.start()
+                if self._reserved:  # the children listen on the held ports from now on
+                    for name in self.ports:
+                        log.info("mail listener started", extra={"listener": name, "port": self.ports[name],
+                                                                 "accept_processes": children})
         except BaseException:
             await self.stop(5)
             raise

@@ -25,7 +25,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def _config(tmp: Path, workers: int = 1) -> Path:
+def _config(tmp: Path, workers: int = 1, separate_delivery: bool = False) -> Path:
     cfg = tmp / "lienthong.toml"
     cfg.write_text(f"""
 [general]
@@ -41,6 +41,7 @@ scan_interval = 0.2
 connect_timeout = 2.0
 command_timeout = 5.0
 workers = {workers}
+separate_delivery = {str(separate_delivery).lower()}
 """, encoding="utf-8")
     return cfg
 
@@ -78,14 +79,16 @@ def _load(port: int, acked: list[str], stop: threading.Event, worker: int) -> No
             return  # the server died under us: whatever was not acked may be lost
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-async def test_kill_9_during_load_loses_nothing_acked(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize("workers,separate_delivery", [(1, False), (2, False), (2, True)])
+async def test_kill_9_during_load_loses_nothing_acked(tmp_path: Path, workers: int, separate_delivery: bool) -> None:
     """With workers=2 the kill hits the primary; its accept child sees its pipe close and stops
-    (sessions it had acked are on disk); the restarted primary delivers everything."""
+    (sessions it had acked are on disk); the restarted primary delivers everything.  With
+    separate_delivery every session is a child's (a lone one commits inline) and the ids the
+    children sent the dead primary are found again by the restarted one's start-up scan."""
     sink_port = free_port()
     sink = Sink("127.0.0.9", sink_port)
     await sink.start()
-    cfg = _config(tmp_path, workers)
+    cfg = _config(tmp_path, workers, separate_delivery)
     state = str(tmp_path / "state")
     subprocess.run([sys.executable, "-m", "lienthong", "mail", "agency", "add", "bo-dttg", "--domain", "dttg.gov.vn",
                     "--next-hop", f"127.0.0.9:{sink_port}", "--config", str(cfg)], env=_env(), check=True,
