@@ -105,26 +105,17 @@ def _extension_bounds(packet: bytes | bytearray) -> tuple[int, int, int] | None:
 def payload_offset(packet: bytes | bytearray) -> int | None:
     """Offset of the payload (after CSRCs and the extension block), or None when malformed
     (too short, version != 2, extension or padding running past the end)."""
-    n = len(packet)
-    if n < 12:
+    bounds = _extension_bounds(packet)
+    if bounds is None:
         return None
-    b0 = packet[0]
-    if b0 >> 6 != 2:
-        return None
-    off = 12 + (b0 & 0x0F) * 4
-    if b0 & 0x10:
-        if off + 4 > n:
-            return None
-        off += 4 + ((packet[off + 2] << 8) | packet[off + 3]) * 4
-    end = n
-    if b0 & 0x20:
-        pad = packet[n - 1]
+    off = bounds[2]
+    end = len(packet)
+    if packet[0] & 0x20:
+        pad = packet[-1]
         if pad == 0:
             return None
         end -= pad
-    if off > end:
-        return None
-    return off
+    return off if off <= end else None
 
 
 def payload_bounds(packet: bytes | bytearray) -> tuple[int, int] | None:
