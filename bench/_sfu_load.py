@@ -55,9 +55,13 @@ class _VideoLayer:
         self.sent = 0          # frames sent so far (drives pacing and the timestamp)
         self.position = 0      # index of the next fixture frame
         self.keyframes_sent_on_request = 0
+        self.paused = False    # the SFU asked for no packets of this layer (a browser's inactive encoding)
 
     def due(self, elapsed: float, out: list[ScheduledPacket]) -> None:
         while self.sent / FPS <= elapsed:
+            if self.paused:    # the clock runs on; no frame is encoded, no sequence number used
+                self.sent += 1
+                continue
             frame = self.frames[self.position % len(self.frames)]
             ts = self.sent * (VIDEO_CLOCK // FPS)
             last = len(frame.payloads) - 1
@@ -68,6 +72,13 @@ class _VideoLayer:
                 self.seq += 1
             self.sent += 1
             self.position += 1
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop or restart sending, as a browser whose encoding is set inactive or active: a
+        restarted encoder begins with a keyframe."""
+        if self.paused and not paused:
+            self.position = 0
+        self.paused = paused
 
     def request_keyframe(self) -> None:
         """The next frame sent is the fixture's first frame (a keyframe), unless one is next anyway."""
@@ -139,6 +150,11 @@ class SiteReplay:
         """Elapsed time (generator clock, phase included) at which ``due`` will return packets."""
         video = min(layer.sent for layer in self.layers) / FPS
         return self.phase + min(video, self._audio_packet * AUDIO_FRAME_S)
+
+    def set_paused(self, paused: list[str]) -> None:
+        """Obey the SFU's ``layers`` event: ``paused`` names layers (``camera``, ``thumb``) to stop."""
+        for name, layer in zip(("camera", "thumb"), self.layers):
+            layer.set_paused(name in paused)
 
     def request_keyframe(self, ssrc: int) -> bool:
         """A PLI/FIR named ``ssrc``: that layer restarts at its keyframe.  False: not ours."""

@@ -4,7 +4,7 @@ The child pins itself to one core, builds a ``MediaService`` whose ICE host cand
 127.0.0.1, and serves a small request/response protocol over a ``multiprocessing`` pipe (what
 web.signalling would do over WebSockets): join a participant, apply its SDP offer, trickle its
 candidates, call a chair control, read the SFU's own counters.  Events the service pushes to a
-participant that the load generator needs (slots, floor, closed) flow back up the same pipe.
+participant that the load generator needs (slots, floor, closed, layers) flow back up the same pipe.
 
 Parent side: ``SfuProcess`` (async; the pipe is read with ``loop.add_reader``, so the load
 generator's event loop is never blocked)::
@@ -28,13 +28,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 ROOM_ID = "bench-room"
 # Events the load generator reads; the rest (participants, speaker, hands...) stay in the child.
-FORWARDED_EVENTS = frozenset({"slots", "floor", "closed"})
+FORWARDED_EVENTS = frozenset({"slots", "floor", "closed", "layers"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -206,6 +207,7 @@ class SfuProcess:
         self.pid = 0
         self.slots: dict[str, dict[str, str | None]] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None  # called for every event
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ready: asyncio.Future[int] | None = None
@@ -261,6 +263,8 @@ class SfuProcess:
                 self.events.append((pid, event))
                 if event.get("type") == "slots":
                     self.slots[pid] = event["slots"]
+                if self.on_event is not None:
+                    self.on_event(pid, event)
             elif kind == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(message[1])
 

@@ -37,6 +37,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from bench._sfu_fixtures import AUDIO_FRAME_S, FLOOR_SITE, FPS, MediaFixture
 from bench._sfu_load import SiteReplay, StreamStats, keyframe_requests, percentile, site_phase, tag_packet
 from bench._sfu_ours import SfuProcess, process_wait_seconds
+from media.forwarder import PAUSE_HOLD
 from media.rtc_adapter import IcePolicy, MLine, PacketPeer, rtc_configuration
 
 LOOPBACK = IcePolicy(candidate_addresses=("127.0.0.1",))
@@ -71,6 +72,12 @@ class SitePeer:
     lines: list[MLine] = field(default_factory=list)
     replay: SiteReplay | None = None
     keyframe_requests: int = 0
+    paused: list[str] = field(default_factory=list)   # layers the SFU asked this site not to send
+
+    def on_layers(self, paused: list[str]) -> None:
+        self.paused = list(paused)
+        if self.replay is not None:
+            self.replay.set_paused(self.paused)
 
     def on_rtcp(self, packet: bytes) -> None:
         if self.replay is not None:
@@ -108,6 +115,7 @@ class SitePeer:
         self.replay = SiteReplay(fixture, self.index, video_ssrc=camera.local_ssrc, audio_ssrc=audio.local_ssrc,
                                  video_pt=vp8.payload_type, audio_pt=opus.payload_type, audio_level_id=level_id,
                                  thumb=thumb, thumb_ssrc=thumb_line.local_ssrc, phase=site_phase(self.index))
+        self.replay.set_paused(self.paused)
 
     async def close(self) -> None:
         if self.peer is not None:
@@ -245,19 +253,31 @@ async def _connect_all(sfu: SfuProcess, sites: list[SitePeer], fixture: MediaFix
 
 
 async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: float, window: float,
-                progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3) -> dict[str, Any]:
-    """One measured meeting of 1 chair + ``sites`` sites; see the module docstring."""
+                progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3,
+                obey_layers: bool = True) -> dict[str, Any]:
+    """One measured meeting of 1 chair + ``sites`` sites; see the module docstring.
+    ``obey_layers``: sites stop sending the layers the SFU reports paused, as browsers do
+    (False: every layer flows all the time, the SFU receiving what nobody watches)."""
     send_times: list[float] = []
     peers: list[SitePeer] = []
     direct = DirectPath(send_times)
     pacer_task: asyncio.Task[None] | None = None
     async with SfuProcess(cpu=cpu, gallery=gallery, audio_slots=audio_slots) as sfu:
+        by_pid: dict[str, SitePeer] = {}
+
+        def on_event(pid: str, event: dict[str, Any]) -> None:
+            site = by_pid.get(pid)
+            if obey_layers and site is not None and event.get("type") == "layers":
+                site.on_layers(event["paused"])
+
+        sfu.on_event = on_event
         try:
             t_setup = time.monotonic()
             for i in range(sites + 1):
                 role = "chair" if i == 0 else "site"
                 info = await sfu.join(f"site-{i}", "Chủ trì" if i == 0 else f"Điểm cầu {i}", role)
                 peers.append(SitePeer(i, role, info["id"], info["layout"], StreamStats(send_times)))
+                by_pid[info["id"]] = peers[-1]
             await _connect_all(sfu, peers, fixture, thumb)
             floor = peers[FLOOR_SITE] if sites >= FLOOR_SITE else peers[0]  # the site that speaks
             await sfu.call(peers[0].pid, "set_floor", floor.pid)
@@ -267,7 +287,8 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
                      f"floor to site {floor.index}; warm-up {warmup:g}s, window {window:g}s")
             pacer = Pacer(peers, direct, floor, send_times)
             pacer_task = asyncio.create_task(pacer.run(), name="bench-sfu-pacer")
-            await asyncio.sleep(warmup)  # bench only: let slots, keyframes and queues settle
+            # bench only: let slots, keyframes and queues settle, and unwatched layers pause
+            await asyncio.sleep(max(warmup, PAUSE_HOLD + 1.0) if obey_layers else warmup)
 
             slots = {p.pid: (await sfu.snapshot(p.pid))["slots"] for p in peers}
             counters0 = await sfu.counters()
@@ -276,9 +297,11 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
             for stats in [p.stats for p in peers] + [direct.stats]:
                 stats.measuring = True
             pacer.measuring = True
+            published0 = pacer.sent
             await asyncio.sleep(window)
             after = _take(sfu, peers)
             pacer.measuring = False
+            published = pacer.sent - published0
             for stats in [p.stats for p in peers] + [direct.stats]:
                 stats.measuring = False
             counters1 = await sfu.counters()
@@ -293,7 +316,12 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
             await direct.close()
 
     rates = {"full": fixture.video_packets_per_s, "thumb": thumb.video_packets_per_s, "audio": 1 / AUDIO_FRAME_S}
-    return _summarise(sites, peers, slots, before, after, counters0, counters1, pacer, direct, kf1 - kf0, rates)
+    result = _summarise(sites, peers, slots, before, after, counters0, counters1, pacer, direct, kf1 - kf0, rates)
+    # what the SFU received (the mirrored copies go to the direct path, not the SFU)
+    result["published_packets_per_s"] = published / result["window_s"]
+    result["paused_layers"] = sum(len(p.paused) for p in peers) if obey_layers else 0
+    result["obey_layers"] = obey_layers
+    return result
 
 
 def _summarise(sites: int, peers: list[SitePeer], slots: dict[str, dict[str, str | None]], before: _Snapshot,
@@ -391,6 +419,7 @@ def _limited_by(lateness_p99: float, generator_cores: float, sfu_wait_fraction: 
 
 
 def run_ours(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: float, window: float,
-             progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3) -> dict[str, Any]:
+             progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3,
+             obey_layers: bool = True) -> dict[str, Any]:
     """Synchronous wrapper (own event loop), like run_mediarelay and run_janus."""
-    return asyncio.run(drive(fixture, thumb, sites, warmup, window, progress, cpu, gallery, audio_slots))
+    return asyncio.run(drive(fixture, thumb, sites, warmup, window, progress, cpu, gallery, audio_slots, obey_layers))

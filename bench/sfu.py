@@ -19,6 +19,10 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   where the measurement itself is the limit, and ``max_sites_limited_by`` says which: "load
   generator" (one core too; it fell behind its schedule) or "contention" (the machine is
   shared: the SFU waited > 25% of the window for its core, ``sfu_cpu_wait_fraction``).
+  Sites obey the SFU's ``layers`` events as browsers do (a camera or thumbnail layer nobody
+  receives is paused): ``published_packets_per_s`` is what the SFU received, ``paused_layers``
+  how many layers were paused.  Full runs also measure the same meeting with every layer
+  flowing (``--all-layers`` makes that the main run): the ``*_all_layers`` fields.
 * **MediaRelay** (``bench._sfu_mediarelay``): aiortc's stock relay, a smaller job (1 publisher
   x N subscribers, it decodes once and encodes per subscriber).  ``mediarelay_cpu_ratio`` =
   its CPU per forwarded 640x360 stream / ours for one such stream (our µs per packet x that
@@ -306,7 +310,7 @@ def _brief(r: dict[str, Any]) -> str:
             "video_streams", "video_fps_min", "audio_pps_min", "added_latency_ms_p50", "added_latency_ms_p99",
             "generator_cpu_cores", "generator_lateness_ms_p99", "sfu_cpu_wait_fraction", "generator_cpu_wait_fraction",
             "keyframe_requests_in_window", "untagged_packets", "udp_receive_buffer_drops",
-            "sfu_reported")
+            "published_packets_per_s", "paused_layers", "sfu_reported")
     return " ".join(f"{k}={f(r.get(k))}" for k in keys)
 
 
@@ -327,7 +331,8 @@ def _estimate_max_sites(ours: dict[str, Any] | None) -> int | None:
 
 def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[Trial], searched: bool,
              relay: dict[str, Any], video_packets_per_s: float, janus: dict[str, Any] | None,
-             janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+             janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any],
+             ours_all: dict[str, Any] | None = None) -> dict[str, Any]:
     """The benchmark's one JSON object (pure: testable without running anything)."""
     us = ours.get("sfu_cpu_us_per_packet") if ours else None
     # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
@@ -352,6 +357,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
     if ours:
         result.update({
             "sfu_cpu_cores": _r(ours["sfu_cpu_cores"], 3),
+            "published_packets_per_s": _r(ours.get("published_packets_per_s"), 0),
+            "paused_layers": ours.get("paused_layers"),
             "sites": ours["sites"],
             "held_at_sites": ours["held"],
             "limited_by": ours["limited_by"],
@@ -376,6 +383,13 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             "udp_receive_buffer_drops": ours.get("udp_receive_buffer_drops"),
             "generator_cpu_wait_fraction": _r(ours.get("generator_cpu_wait_fraction"), 3),
         })
+    if ours_all:
+        us_all = ours_all.get("sfu_cpu_us_per_packet")
+        result["sfu_cpu_us_per_packet_all_layers"] = _r(us_all, 2)
+        result["sfu_cpu_cores_all_layers"] = _r(ours_all["sfu_cpu_cores"], 3)
+        result["published_packets_per_s_all_layers"] = _r(ours_all.get("published_packets_per_s"), 0)
+        result["janus_cpu_ratio_all_layers"] = (_r(us_all / janus["cpu_us_per_packet"], 3)
+                                                if us_all and janus and janus.get("cpu_us_per_packet") else None)
     result["max_sites_one_core_searched"] = searched
     result["max_sites_trials"] = [[t.sites, t.held, t.limited_by] for t in trials]
     result["max_sites_limited_by"] = (
@@ -402,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=34, help="sites besides the chair (default 34)")
     parser.add_argument("--no-janus", action="store_true", help="do not measure Janus VideoRoom even if installed")
     parser.add_argument("--no-search", action="store_true", help="measure S only; no search for the largest S")
+    parser.add_argument("--all-layers", action="store_true",
+                        help="sites ignore the SFU's requests to pause unwatched layers (every layer flows)")
     args = parser.parse_args(argv)
 
     two_cores = (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity")
@@ -442,13 +458,15 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"MediaRelay: {relay}")
 
         ours: dict[str, Any] | None = None
+        ours_all: dict[str, Any] | None = None
         trials: list[Trial] = []
         searched = False
         sfu_skipped = sfu_available()
         if sfu_skipped is None:
             progress(f"ours: 1 chair + {args.sites} sites")
             try:
-                ours = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu)
+                ours = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu,
+                                obey_layers=not args.all_layers)
             except Exception as exc:
                 sfu_skipped = f"the SFU run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 progress(f"ours: {sfu_skipped}")
@@ -457,8 +475,13 @@ def main(argv: list[str] | None = None) -> int:
             trials = [Trial(ours["sites"], ours["held"], ours["limited_by"])]
             if not quick and not args.no_search:
                 trials, _ = search_max_sites(
-                    ours, lambda s: run_ours(fixture, thumb, s, step_warmup, step_window, progress, server_cpu), budget_s=300)
+                    ours, lambda s: run_ours(fixture, thumb, s, step_warmup, step_window, progress, server_cpu,
+                                             obey_layers=not args.all_layers), budget_s=300)
                 searched = True
+            if not quick and not args.all_layers:
+                progress(f"ours, every layer flowing: 1 chair + {args.sites} sites")
+                ours_all = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu, obey_layers=False)
+                progress(f"ours, every layer flowing: {_brief(ours_all)}")
         else:
             progress(f"ours: skipped: {sfu_skipped}")
 
@@ -485,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
 
     params["janus_sites"] = janus_sites if janus else None
     params["elapsed_s"] = round(time.monotonic() - started, 1)
-    result = assemble(ours, sfu_skipped, trials, searched, relay, fixture.video_packets_per_s, janus, janus_skipped, ref, params)
+    result = assemble(ours, sfu_skipped, trials, searched, relay, fixture.video_packets_per_s, janus, janus_skipped, ref, params,
+                      ours_all)
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 

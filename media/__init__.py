@@ -35,7 +35,9 @@ each slot is pushed as ``{"type": "slots", "slots": {slot: participant id | None
 
 Events pushed to ``on_event`` (an ``async def (dict) -> None``; a raising or slow callback never
 blocks the room: events are queued per participant) are the shapes of docs/signalling.md without
-the ``v`` field: participants, slots, speaker, floor, hands, locked, muted, closed.
+the ``v`` field: participants, slots, speaker, floor, hands, locked, muted, closed, layers
+(``{"type": "layers", "paused": ["camera", "thumb"]}``: the published layers nobody receives,
+which the page should stop sending until a later ``layers`` event leaves them out).
 
 Reconnect: a ``Participant`` lives until ``leave()``; the WebSocket may drop and come back.  The
 signalling side keeps the handle for its grace period, rebinds events with
@@ -131,10 +133,13 @@ class Participant:
         return build_layout(self.role, media.gallery_slots, media.audio_slots)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a (re)joining page needs: slots, participants, floor, locked, hands, speaker."""
+        """Everything a (re)joining page needs: slots, participants, floor, locked, hands, speaker,
+        and the layers it should not send (``paused``)."""
         room = self._room
+        forwarder = self._service._forwarders.get(room.id)
         return {"slots": self._service._slots_for(self), "participants": room.participants_event()["participants"],
-                "floor": room.floor, "locked": room.locked, "hands": list(room.hands), "speaker": room.speaker}
+                "floor": room.floor, "locked": room.locked, "hands": list(room.hands), "speaker": room.speaker,
+                "paused": forwarder.paused_of(self.id) if forwarder is not None else []}
 
     def set_event_sink(self, on_event: EventSink) -> None:
         """Send this participant's future events to another callback (after a reconnect)."""
@@ -293,7 +298,8 @@ class MediaService:
             self._forwarders[room_id] = RoomForwarder(
                 room, self.config.media, self.ice_servers(),
                 on_change=lambda speaker, changed: self._forwarder_changed(room_id, speaker, changed),
-                metrics=self._metrics)
+                metrics=self._metrics,
+                on_layers=lambda pid, paused: self._layers_changed(room_id, pid, paused))
         member = Member(id=f"p{next(self._ids)}-{secrets.token_hex(3)}", site_id=site_id,
                         site_name=site_name, role=role, audio=role != "observer", video=role != "observer")
         try:
@@ -348,6 +354,11 @@ class MediaService:
             p = participants.get(pid)
             if p is not None:
                 p._push({"type": "slots", "slots": dict(slots)})
+
+    def _layers_changed(self, room_id: str, participant_id: str, paused: list[str]) -> None:
+        p = self._participants.get(room_id, {}).get(participant_id)
+        if p is not None:
+            p._push({"type": "layers", "paused": paused})
 
     def _broadcast(self, room_id: str, events: list[Event]) -> None:
         participants = self._participants.get(room_id, {})

@@ -34,6 +34,12 @@ slot's timestamp space (lip sync after rewriting).  Subscribers' REMB and loss c
 layers (``media.bandwidth.LayerChooser``): main and chair slots fall back to thumbnails on a
 weak link and return when it recovers.  Forwarded video carries an abs-send-time extension
 (the subscriber's id) so browsers can estimate bandwidth; other extensions are stripped.
+
+Paused layers: a publisher's camera or thumbnail layer that feeds no slot of anyone for
+``PAUSE_HOLD`` seconds is reported paused (``on_layers``: the page stops encoding it, which
+saves the site's uplink and the server the packets nobody receives); it is reported resumed as
+soon as a slot needs it again, and that slot waits for the keyframe the restarted encoder sends
+first (a PLI asks for it too).  The hold keeps a speaker change and back from flapping encoders.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ NACK_RETRY = 0.1            # seconds between NACKs of one missing packet
 LAYER_FLOOR = 150_000       # REMB toward a publisher never asks for less (bits/s)
 LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
+PAUSABLE = ("camera", "thumb")  # the screen share is the sharer's own choice: never paused
+PAUSE_HOLD = 3.0            # seconds a layer nobody receives keeps flowing before it is paused
 
 _AST = struct.Struct("!HHI")        # one-byte extension header + one abs-send-time element
 _PLI = struct.Struct("!BBHIBBHII")  # empty RR (8 bytes) + PLI (12 bytes): a compound packet
@@ -172,7 +180,7 @@ class Source:
 
     __slots__ = ("endpoint", "name", "kind", "mid", "codecs", "rtx_apt", "clock_rate", "local_ssrc", "level_ext",
                  "nack", "outs", "waiting", "last_pli", "muted", "packets", "ssrc", "rtx_ssrcs", "cache", "stats",
-                 "octets", "bitrate", "remb", "_octets_mark")
+                 "octets", "bitrate", "remb", "_octets_mark", "paused", "idle_since")
 
     def __init__(self, endpoint: Endpoint, name: str, line: MLine):
         self.endpoint = endpoint
@@ -201,6 +209,26 @@ class Source:
         self.bitrate = 0.0                  # bits/s over the last report interval
         self.remb = RembAggregator[str](floor_bps=LAYER_FLOOR, ceiling_bps=LAYER_CEILING.get(name, 2_500_000)) \
             if line.kind == "video" else None
+        self.paused = False                 # the publisher was told to stop sending this layer
+        self.idle_since: float | None = None  # since when no slot has received it
+
+    def update_pause(self, now: float) -> bool:
+        """Whether this layer should be paused now: no slot received it for ``PAUSE_HOLD``
+        (resumed at once when one does).  Returns True when that changed."""
+        if self.outs:
+            self.idle_since = None
+            if self.paused:
+                self.paused = False
+                return True
+            return False
+        if self.paused:
+            return False
+        if self.idle_since is None:
+            self.idle_since = now
+        if now - self.idle_since >= PAUSE_HOLD:
+            self.paused = True
+            return True
+        return False
 
     def request_keyframe(self, now: float) -> bool:
         """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago."""
@@ -300,8 +328,9 @@ class Source:
 
     def report(self, now: float, interval: float) -> bytes:
         """This interval's reception report block (and REMB for video), to send to the publisher;
-        also updates ``bitrate``."""
-        self.bitrate = (self.octets - self._octets_mark) * 8 / interval if interval > 0 else 0.0
+        also updates ``bitrate`` (kept while the layer is paused: what it will cost when resumed)."""
+        if not self.paused:
+            self.bitrate = (self.octets - self._octets_mark) * 8 / interval if interval > 0 else 0.0
         self._octets_mark = self.octets
         if self.ssrc is None or not self.packets:
             return b""
@@ -551,6 +580,10 @@ class Endpoint:
         self.full = True                          # main/chair slots carry full layers
         self.remb_bps: float | None = None
 
+    def paused(self) -> list[str]:
+        """The names of this participant's published layers that it should not send now."""
+        return [name for name, source in self.sources.items() if source.paused]
+
     def on_rtp(self, packet: bytes, mid: str | None, arrival: float) -> None:
         source = self.sources_by_mid.get(mid)
         if source is not None:
@@ -623,11 +656,13 @@ class RoomForwarder:
 
     ``on_change(changed)`` is called (synchronously) when the dominant speaker or someone's slots
     changed outside a call of ``reassign``: ``changed`` = {participant id: new slot map}; the
-    speaker is ``room.speaker``.  Owns one background task (``start``/``close``)."""
+    speaker is ``room.speaker``.  ``on_layers(participant id, paused layer names)`` when the
+    layers a publisher should pause changed.  Owns one background task (``start``/``close``)."""
 
     def __init__(self, room: Room, config: MediaConfig, ice_servers: list[dict[str, Any]],
                  on_change: Callable[[bool, dict[str, dict[str, str | None]]], None],
-                 metrics: ForwarderMetrics | None = None):
+                 metrics: ForwarderMetrics | None = None,
+                 on_layers: Callable[[str, list[str]], None] | None = None):
         self.room = room
         # The server's own ICE agents use the configured STUN servers only: TURN is for browsers
         # behind strict firewalls (they relay to the server's host candidates); a server-side
@@ -637,6 +672,7 @@ class RoomForwarder:
         stun_only = [server for server in stun_only if server["urls"]]
         self.settings = _Settings(IcePolicy.from_config(config), stun_only, config.gallery_slots, config.audio_slots)
         self.on_change = on_change
+        self.on_layers = on_layers
         self.endpoints: dict[str, Endpoint] = {}
         self.assignment: dict[str, dict[str, str | None]] = {}
         self.speakers: SpeakerDetector[str] = SpeakerDetector()
@@ -761,7 +797,25 @@ class RoomForwarder:
             for source in endpoint.sources.values():
                 if source.waiting:
                     source.request_keyframe(now)
+        self.update_pauses(now)
         self.report_metrics()
+
+    def update_pauses(self, now: float) -> None:
+        """Report to each publisher the layers nobody has received for ``PAUSE_HOLD`` (and the
+        ones a slot needs again, at once)."""
+        for endpoint in self.endpoints.values():
+            changed = False
+            for name in PAUSABLE:
+                source = endpoint.sources.get(name)
+                if source is not None and source.update_pause(now):
+                    changed = True
+            if changed and self.on_layers is not None:
+                self.on_layers(endpoint.id, endpoint.paused())
+
+    def paused_of(self, participant_id: str) -> list[str]:
+        """The layers ``participant_id`` should not send now (for a rejoining page)."""
+        endpoint = self.endpoints.get(participant_id)
+        return endpoint.paused() if endpoint is not None else []
 
     # ---- negotiation ----
 
@@ -914,6 +968,7 @@ class RoomForwarder:
                     if publisher is not None:
                         source = publisher.sources.get(_source_name(name, endpoint.full))
                 sender.set_source(source, now)
+        self.update_pauses(now)
 
     # ---- metrics ----
 
