@@ -13,7 +13,17 @@ a larger ``need_bps`` than the main slot so it drops first)::
 
 It drops to thumbnails at once when the estimate falls below ``need_bps`` or loss exceeds
 ``loss_high``, and returns only after the estimate has stayed at least ``headroom`` x need with
-loss at most ``loss_ok`` for ``up_after`` seconds.  A return that fails again within
+loss at most ``loss_ok`` for ``up_after`` seconds.
+
+A browser's REMB is bounded by what it receives (Chromium: at most 1.5x the incoming rate), so
+an estimate below need may only say that less is flowing, not that the link is full.  Given
+``receiving_bps`` (what flows to the subscriber now), the chooser drops only when the estimate
+is also below ``congested_below`` x that (the link carries less than is sent: congestion), and
+on thumbnails it also goes up when the estimate has stayed ``probe_above`` x what flows (the
+estimate is capped by the incoming rate, not by the link): a probe, which the back-off below
+keeps rare on a link that really cannot take full layers.  For the same reason an estimate
+does not drop full layers within ``settle`` seconds of going up to them (or of the start): a
+browser's estimate takes seconds to follow a rate that grew.  Loss drops them at once.  A return that fails again within
 ``probation`` seconds doubles the wait (up to ``max_up_after``), so an oscillating link settles.
 
 REMB toward a publisher::
@@ -43,13 +53,21 @@ class LayerChooser:
     that forces thumbnails; ``loss_ok``: loss fraction allowed while waiting to go up;
     ``up_after``: seconds the link must look good before going up; ``probation`` and
     ``max_up_after``: back-off when going up fails quickly; ``start_full``: the layer before
-    any measurement (full: browsers start with a modest estimate that grows quickly)."""
+    any measurement (full: browsers start with a modest estimate that grows quickly);
+    ``congested_below``, ``probe_above``: the estimate against ``receiving_bps`` (see above)."""
 
     def __init__(self, *, headroom: float = 1.25, loss_high: float = 0.10, loss_ok: float = 0.03,
-                 up_after: float = 5.0, probation: float = 10.0, max_up_after: float = 60.0,
-                 start_full: bool = True) -> None:
+                 up_after: float = 5.0, probation: float = 20.0, max_up_after: float = 60.0,
+                 start_full: bool = True, congested_below: float = 0.9, probe_above: float = 1.2,
+                 settle: float = 10.0) -> None:
         if headroom < 1.0 or up_after < 0 or not 0 <= loss_ok <= loss_high <= 1:
             raise ValueError("need headroom >= 1, up_after >= 0 and 0 <= loss_ok <= loss_high <= 1")
+        if not 0 < congested_below <= 1 <= probe_above:
+            raise ValueError("need 0 < congested_below <= 1 <= probe_above")
+        self.settle = settle
+        self._settle_from: float | None = None   # when full layers (re)started: the first update, or going up
+        self.congested_below = congested_below
+        self.probe_above = probe_above
         self.headroom = headroom
         self.loss_high = loss_high
         self.loss_ok = loss_ok
@@ -65,15 +83,22 @@ class LayerChooser:
         self.changes = 0
 
     def update(self, now: float, *, need_bps: float, estimate_bps: float | None = None,
-               loss: float | None = None) -> bool:
-        """Take a new estimate and/or loss figure (None: keep the last one); True = full layers."""
+               loss: float | None = None, receiving_bps: float | None = None) -> bool:
+        """Take a new estimate and/or loss figure (None: keep the last one); True = full layers.
+        ``receiving_bps``: what flows to the subscriber now (None: unknown)."""
         if estimate_bps is not None:
             self.estimate_bps = estimate_bps
         if loss is not None:
             self.loss = loss
         est, lost = self.estimate_bps, self.loss
+        flowing = receiving_bps if receiving_bps is not None and receiving_bps > 0 else None
+        if self._settle_from is None:
+            self._settle_from = now
         if self.full:
-            bad = (est is not None and est < need_bps) or (lost is not None and lost > self.loss_high)
+            settled = now - self._settle_from >= self.settle
+            short = settled and est is not None and est < need_bps and (
+                flowing is None or est < flowing * self.congested_below)
+            bad = short or (lost is not None and lost > self.loss_high)
             if bad:
                 self.full = False
                 self.changes += 1
@@ -85,7 +110,9 @@ class LayerChooser:
                 self.up_after = self.base_up_after  # stayed up: forget the back-off
                 self._up_at = None
             return self.full
-        good = est is not None and est >= need_bps * self.headroom and (lost is None or lost <= self.loss_ok)
+        room = est is not None and (est >= need_bps * self.headroom
+                                    or (flowing is not None and est >= flowing * self.probe_above))
+        good = room and (lost is None or lost <= self.loss_ok)
         if not good:
             self._good_since = None
         elif self._good_since is None:
@@ -95,6 +122,7 @@ class LayerChooser:
             self.changes += 1
             self._good_since = None
             self._up_at = now
+            self._settle_from = now
         return self.full
 
 

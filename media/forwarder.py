@@ -81,6 +81,8 @@ NACK_RETRY = 0.1            # seconds between NACKs of one missing packet
 LAYER_FLOOR = 150_000       # REMB toward a publisher never asks for less (bits/s)
 LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
+LAYER_SETTLE = 10.0         # seconds after the start or a return to full layers before a low REMB drops them
+THUMBS_SAVING = 0.8         # thumbnails in main/chair must cost less than this share of full layers to be worth it
 PAUSABLE = ("camera", "thumb")  # the screen share is the sharer's own choice: never paused
 PAUSE_HOLD = 3.0            # seconds a layer nobody receives keeps flowing before it is paused
 
@@ -576,7 +578,7 @@ class Endpoint:
         self.sources: dict[str, Source] = {}      # by published name
         self.slots: dict[str, SlotSender] = {}    # by slot name
         self.by_out_ssrc: dict[int, SlotSender] = {}
-        self.layers = LayerChooser()
+        self.layers = LayerChooser(settle=LAYER_SETTLE)
         self.full = True                          # main/chair slots carry full layers
         self.remb_bps: float | None = None
 
@@ -624,16 +626,25 @@ class Endpoint:
         if loss:
             self.forwarder.on_loss(self, max(loss), now)
 
-    def need_bps(self) -> float:
-        """What this subscriber receives with full layers: the sources' measured bitrates."""
+    # Video only, like the subscriber's REMB: browsers estimate from the packets that carry
+    # abs-send-time, which the SFU adds to video only.
+
+    def receiving_bps(self) -> float:
+        """The video flowing to this subscriber now: the measured bitrates of the sources feeding
+        its video slots."""
+        return sum(slot.source.bitrate for slot in self.slots.values() if slot.source is not None and slot.kind == "video")
+
+    def need_bps(self, full: bool = True) -> float:
+        """The video this subscriber receives with full layers (``full``) or thumbnails in its
+        main and chair slots: the sources' measured bitrates."""
         total = 0.0
         for slot in self.slots.values():
             source = slot.source
-            if source is None:
+            if source is None or slot.kind != "video":
                 continue
-            if slot.slot in ("main", "chair") and not self.full:
-                camera = source.endpoint.sources.get("camera")
-                total += camera.bitrate if camera is not None else 0.0
+            if slot.slot in ("main", "chair"):
+                layer = source.endpoint.sources.get("camera" if full else "thumb")
+                total += layer.bitrate if layer is not None else 0.0
             else:
                 total += source.bitrate
         return total
@@ -774,7 +785,11 @@ class RoomForwarder:
 
     def _choose_layers(self, subscriber: Endpoint, now: float, *, estimate: float | None = None,
                        loss: float | None = None) -> None:
-        full = subscriber.layers.update(now, need_bps=subscriber.need_bps(), estimate_bps=estimate, loss=loss)
+        need = subscriber.need_bps()
+        if subscriber.need_bps(full=False) >= need * THUMBS_SAVING:
+            need = 0.0      # thumbnails would not lighten this link (still pictures, say): keep full layers
+        full = subscriber.layers.update(now, need_bps=need, estimate_bps=estimate, loss=loss,
+                                        receiving_bps=subscriber.receiving_bps())
         if full != subscriber.full:
             subscriber.full = full
             log.info("subscriber layers changed", extra={"participant": subscriber.id,

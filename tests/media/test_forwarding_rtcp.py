@@ -5,8 +5,10 @@ publishers, and a subscriber whose REMB is low dropping to thumbnails."""
 
 from __future__ import annotations
 
+import pytest
+
 import media
-from media import rtcp
+from media import forwarder, rtcp
 from tests.media.sfu_client import Pump, complete
 from tests.media.test_forwarding import Member, close_all, join
 
@@ -124,7 +126,9 @@ async def test_publishers_get_receiver_reports_and_remb(service: media.MediaServ
         await close_all(chair, a, b)
 
 
-async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(service: media.MediaService) -> None:
+async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(
+        service: media.MediaService, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forwarder, "LAYER_SETTLE", 0.0)   # the estimate counts from the start
     chair, a, b = await three(service)
     try:
         await chair.p.set_floor(a.id)

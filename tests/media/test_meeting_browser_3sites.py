@@ -137,7 +137,8 @@ SLOTS_PAINT_THEIR_SITES_JS = f"""
 DIAGNOSIS_JS = """
 () => { const s = window.lienthong; return {phase: s.phase, me: s.me && s.me.id, slots: s.slots, floor: s.floor,
   mainSite: s.mainSite, mainView: s.mainView, framesDecoded: s.framesDecoded, renderedFrames: s.renderedFrames,
-  audio: s.audioPacketsBySlot, ice: s.iceState, errors: s.errors, participants: s.participants.map((p) => p.id)}; }
+  audio: s.audioPacketsBySlot, ice: s.iceState, errors: s.errors, participants: s.participants.map((p) => p.id),
+  pausedLayers: s.pausedLayers, sending: s.sending}; }
 """
 
 
@@ -456,6 +457,80 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
                 assert await site.page.inner_text("#notice-text") == "Cuộc họp đã kết thúc."
             assert await ha_noi.state("connects") == 1
             for site in sites.values():
+                assert site.errors == [], (site.unit, site.errors)
+        finally:
+            await browser.close()
+
+
+# The page's own layer: frames its encoder made (getStats outbound-rtp), 0 before the first.
+ENCODED_JS = "(layer) => (window.lienthong.sending[layer] || {}).framesEncoded || 0"
+
+
+async def encoder_stopped(site: Site, layer: str, running_layer: str = "camera") -> None:
+    """``layer``'s encoder has made no frame while ``running_layer``'s made 30, and the page says
+    it paused ``layer``.  (At the start a browser's bandwidth estimate is low, so the SFU may show
+    thumbnails in main slots for a while: a thumbnail may run, pause, and run again.)"""
+    await site.until("""([layer, running]) => {
+        const s = window.lienthong, frames = (name) => (s.sending[name] || {}).framesEncoded || 0;
+        const seen = window.__stopped = window.__stopped || {};
+        const now = [frames(layer), frames(running)];
+        if (!seen[layer] || seen[layer][0] !== now[0]) seen[layer] = now;   // it moved: count again
+        return s.pausedLayers.includes(layer) && now[1] - seen[layer][1] >= 30;
+    }""", [layer, running_layer])
+
+
+async def test_a_layer_nobody_receives_stops_at_its_publisher_and_comes_back_when_a_slot_needs_it(
+        running: Running, tmp_path: Path) -> None:
+    """Pausing layers (docs/signalling.md, ``layers``): the server tells a page which of its own
+    layers nobody receives, the page stops encoding them (its uplink carries only what is
+    watched) and starts again, keyframe first, when a slot needs one."""
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
+    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    async with async_playwright() as pw:
+        browser = await launch_chromium(pw)
+        try:
+            chair = await open_site(browser, running, created, CHAIR)
+            ha_noi = await open_site(browser, running, created, HA_NOI)
+            await all_joined([chair, ha_noi])
+
+            def control(site: Site, action: str) -> Any:
+                return chair.page.locator(f'#participants li[data-participant="{site.id}"] button[data-action="{action}"]')
+
+            # The chair mutes the sites, so that no speaker moves the main slots: the chair's
+            # main slot shows Hà Nội, Hà Nội's the chair.  Both cameras are watched; neither
+            # thumbnail is (no gallery has anyone to show): both pages stop encoding them.
+            await control(ha_noi, "mute_site").click()
+            await ha_noi.until("() => window.lienthong.localTracks.audio === false")
+            for site in (chair, ha_noi):
+                await encoder_stopped(site, "thumb")
+                assert await site.state("pausedLayers") == ["thumb"]
+                await site.frames_grow("main")          # the cameras still flow
+
+            # Lào Cai joins (the chair mutes it too) and the chair gives Hà Nội the floor: every
+            # main slot but Hà Nội's own shows Hà Nội's camera, the chair's gallery Lào Cai, and
+            # Lào Cai's gallery nobody (the chair and Hà Nội are in its chair and main slots).
+            # Nobody receives Hà Nội's thumbnail.
+            lao_cai = await open_site(browser, running, created, LAO_CAI)
+            await all_joined([chair, ha_noi, lao_cai])
+            await control(lao_cai, "mute_site").click()
+            await control(ha_noi, "give_floor").click()
+            await encoder_stopped(ha_noi, "thumb")
+            await lao_cai.until("(id) => window.lienthong.mainSite === id", ha_noi.id)
+            await lao_cai.frames_grow("main")
+
+            # The floor to Lào Cai: the chair's main slot shows Lào Cai and its gallery Hà Nội's
+            # thumbnail, which Hà Nội starts again; the chair's page decodes and paints it.
+            await control(lao_cai, "give_floor").click()
+            await ha_noi.until("() => !window.lienthong.pausedLayers.includes('thumb')")
+            target = await ha_noi.page.evaluate(ENCODED_JS, "thumb") + 10
+            await ha_noi.until(f"([layer, target]) => ({ENCODED_JS})(layer) >= target", ["thumb", target])
+            await chair.video_from(ha_noi.id)
+            await chair.until(SLOTS_PAINT_THEIR_SITES_JS, COLOURS)
+            await chair.page.screenshot(path=str(tmp_path / "chair-layers.png"), full_page=True)
+            for site in (chair, ha_noi, lao_cai):
                 assert site.errors == [], (site.unit, site.errors)
         finally:
             await browser.close()

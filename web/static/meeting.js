@@ -54,6 +54,7 @@
     connects: 0,
     iceRestarts: 0,
     offersSent: 0,            // one at join; more only for ICE restarts (slots never renegotiate)
+    pausedLayers: [],         // own layers stopped because nobody receives them ("layers" event)
   };
   window.lienthong = state;
   window.lienthongStats = state;  // the same object, under the name the SFU tests use
@@ -66,6 +67,7 @@
   let pendingCandidates = [];
   let localStream = null;     // mic + camera
   let thumbTrack = null;
+  let pausedLayers = [];      // layers the server asked this site not to send (camera, thumb)
   let screenStream = null;
   let reconnectTimer = null;
   let pingTimer = null;
@@ -154,6 +156,7 @@
       case "hands": state.hands = msg.queue; return render();
       case "locked": state.locked = msg.locked; return render();
       case "muted": return onMutedByChair(msg.muted);
+      case "layers": return onLayers(msg.paused);
       case "closed": return closeRoom(msg.reason, msg.message);
       case "pong": case "ack": return;
       case "error":
@@ -194,6 +197,8 @@
       // Same place, same peer connection: restart ICE if the media path broke too.  An offer
       // sent on the dropped socket will never be answered.
       if (negotiating) await abandonOffer();
+      pausedLayers = msg.paused || [];   // events sent while the socket was down are lost
+      await applyLayers();
       if (msg.ice_restart || ["failed", "disconnected"].includes(pc.iceConnectionState)) await restartIce();
       return;
     }
@@ -392,19 +397,52 @@
   async function onAnswer(msg) {
     if (!pc) return;
     negotiating = false;
+    // A first answer comes from a fresh server connection, whose layers all start unpaused.
+    if (!pc.currentRemoteDescription) pausedLayers = [];
     await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     state.mids = transceivers.map((tr) => tr.mid);
     mapSlotsToTransceivers();
     for (const c of pendingCandidates.splice(0)) await addCandidate(c);
+    await applyLayers();
+  }
+
+  // Layers nobody receives (the server's "layers" event, docs/signalling.md): their encodings
+  // stop, which saves the site's uplink; set active again, the encoder restarts with a keyframe.
+  async function onLayers(paused) {
+    pausedLayers = Array.isArray(paused) ? paused : [];
+    await applyLayers();
+  }
+
+  async function applyLayers() {
+    if (!pc || !pc.currentRemoteDescription) return;  // applied once negotiated (Firefox refuses before)
+    const thisPc = pc;
+    for (let i = 0; i < layout.length && i < transceivers.length; i++) {
+      const name = layout[i].send;
+      if (name !== "camera" && name !== "thumb") continue;
+      const sender = transceivers[i].sender;
+      const params = sender.getParameters();
+      const active = !pausedLayers.includes(name);
+      if (!params.encodings || !params.encodings.length || params.encodings.every((e) => e.active !== false) === active) continue;
+      params.encodings.forEach((e) => { e.active = active; });
+      try {
+        await sender.setParameters(params);
+      } catch (err) {
+        console.warn("layers: setParameters failed", name, err);
+      }
+      if (thisPc !== pc) return;
+    }
+    state.pausedLayers = pausedLayers.filter((name) => name === "camera" || name === "thumb");
   }
 
   async function onOffer(msg) {
+    if (!pc.currentRemoteDescription) pausedLayers = [];
     await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     send("answer", { sdp: pc.localDescription.sdp });
     mapSlotsToTransceivers();
     for (const c of pendingCandidates.splice(0)) await addCandidate(c);
+    await applyLayers();
   }
 
   async function onRemoteCandidate(candidate) {
@@ -524,7 +562,10 @@
         sentBytes += s.bytesSent || 0;
         const kind = midToSend[s.mid];
         if (kind && s.kind === "video") {
-          sending[kind] = { width: s.frameWidth || 0, height: s.frameHeight || 0, framesEncoded: s.framesEncoded || 0,
+          // A paused layer reports no frame size: keep the size it was sent at.
+          const before = state.sending[kind] || {};
+          sending[kind] = { width: s.frameWidth || before.width || 0, height: s.frameHeight || before.height || 0,
+                            framesEncoded: s.framesEncoded || 0,
                             bytesSent: s.bytesSent || 0, limitedBy: s.qualityLimitationReason || null };
         }
       } else if (s.type === "candidate-pair" && (s.selected || s.nominated) && s.state === "succeeded") {
