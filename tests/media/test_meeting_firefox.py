@@ -8,7 +8,8 @@ test reads what each page publishes on ``window.lienthong``, polling with deadli
 
 Covered in Firefox: joining, video decoded and painted from both other sites (each slot shows the
 site it names) and their audio received and played without a click; the two published layers;
-the quality line; the main view following the floor; this site holding the floor; a WebSocket
+the quality line; the main view following the floor; this site holding the floor, and pausing
+the thumbnail nobody receives then; a WebSocket
 drop and an ICE restart; leaving.  Not here: screen sharing (headless Firefox has no screen to
 capture: getDisplayMedia answers NotFoundError) and phone-sized windows (headless Firefox keeps
 windows at least 500 px wide).
@@ -27,7 +28,7 @@ from tests.browser import launch_chromium, require_chromium
 from tests.firefox import FirefoxPage, launch_firefox, require_firefox
 from tests.media.test_meeting_browser_3sites import (
     CHAIR, COLOURS, DIAGNOSIS_JS, HA_NOI, LAO_CAI, MEDIA_MS, PAINTED_SITE_JS, PAINTS,
-    SLOTS_PAINT_THEIR_SITES_JS, Site, all_joined, open_site, room_url)
+    SLOTS_PAINT_THEIR_SITES_JS, Site, all_joined, encoder_stopped, open_site, room_url)
 from tests.web.conftest import Running, config, running  # noqa: F401  (fixtures)
 from tests.web.meeting_helpers import create_meeting, link_of, meeting_body
 
@@ -127,6 +128,10 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
                               ["video-main", PAINTS])
             await lao_cai.until("(id) => window.lienthong.floor === id && window.lienthong.mainSite !== id", lao_cai.id)
             assert await firefox.inner_text("#floor-line") == "This site has the floor"
+            # Holding the floor, its camera is in every main slot and its thumbnail in no gallery
+            # (the chair's shows Hà Nội; Hà Nội's main and chair slots hold the other two): the
+            # server asks Firefox to pause the thumbnail, and its encoder stops.
+            await encoder_stopped(lao_cai, "thumb")
             await firefox.screenshot(tmp_path / "firefox-lao-cai.png")
             await chair.page.screenshot(path=str(tmp_path / "chair-firefox-floor.png"), full_page=True)
             assert (tmp_path / "firefox-lao-cai.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
