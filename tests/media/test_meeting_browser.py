@@ -6,15 +6,13 @@ connects and reports the server's answer on a desktop screen, and shows a refuse
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
 
-from lienthong.store.web import now_utc
 from tests.browser import launch_chromium, require_chromium
 from tests.web.conftest import Running, api, config, running  # noqa: F401  (fixtures)
-from tests.web.meeting_helpers import admin_session, create_meeting, link_of, meeting_body
+from tests.web.meeting_helpers import admin_session, link_of, meeting_now
 
 pytestmark = pytest.mark.browser
 
@@ -27,8 +25,7 @@ async def test_room_page_runs_in_chromium_and_shows_refusals(running: Running, t
     require_chromium()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start))
+    created = await meeting_now(running)
     s = await admin_session(running)
     async with s:
         status, _ = await api(s, "POST", f"/api/meetings/{created['id']}/links/so-dttg-lao-cai/revoke")

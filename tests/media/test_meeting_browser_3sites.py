@@ -18,17 +18,15 @@ not only the page's own account.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lienthong.store.web import now_utc
 from tests.browser import launch_chromium, require_chromium
 from tests.web.conftest import Running, config, running  # noqa: F401  (fixtures)
-from tests.web.meeting_helpers import create_meeting, link_of, meeting_body
+from tests.web.meeting_helpers import link_of, meeting_now
 from web.signalling import SESSIONS
 
 pytestmark = pytest.mark.browser
@@ -228,8 +226,7 @@ async def test_three_sites_see_and_hear_each_other_follow_the_floor_and_see_a_si
     require_chromium()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    created = await meeting_now(running, chair=CHAIR, sites=[HA_NOI, LAO_CAI])
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -336,8 +333,7 @@ async def test_a_site_that_loses_its_websocket_keeps_its_place_and_media_and_sur
     require_chromium()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI]))
+    created = await meeting_now(running, chair=CHAIR, sites=[HA_NOI])
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -388,9 +384,8 @@ async def test_chair_controls_mute_lock_remove_and_end_reach_every_page(running:
     require_chromium()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI],
-                                                         observers=[OBSERVER]))
+    created = await meeting_now(running, chair=CHAIR, sites=[HA_NOI, LAO_CAI],
+                                observers=[OBSERVER])
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -487,8 +482,7 @@ async def test_a_layer_nobody_receives_stops_at_its_publisher_and_comes_back_whe
     require_chromium()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    created = await meeting_now(running, chair=CHAIR, sites=[HA_NOI, LAO_CAI])
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:

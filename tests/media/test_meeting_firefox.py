@@ -16,21 +16,19 @@ windows at least 500 px wide).
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lienthong.store.web import now_utc
 from tests.browser import launch_chromium, require_chromium
 from tests.firefox import FirefoxPage, launch_firefox, require_firefox
 from tests.media.test_meeting_browser_3sites import (
     CHAIR, COLOURS, DIAGNOSIS_JS, HA_NOI, LAO_CAI, MEDIA_MS, PAINTED_SITE_JS, PAINTS,
     SLOTS_PAINT_THEIR_SITES_JS, Site, all_joined, encoder_stopped, open_site, room_url)
 from tests.web.conftest import Running, config, running  # noqa: F401  (fixtures)
-from tests.web.meeting_helpers import create_meeting, link_of, meeting_body
+from tests.web.meeting_helpers import link_of, meeting_now
 
 pytestmark = pytest.mark.browser
 
@@ -54,8 +52,7 @@ async def test_a_firefox_site_sees_and_hears_chromium_sites_takes_the_floor_and_
     require_firefox()
     from playwright.async_api import async_playwright
 
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    created = await create_meeting(running, meeting_body(start, chair=CHAIR, sites=[HA_NOI, LAO_CAI]))
+    created = await meeting_now(running, chair=CHAIR, sites=[HA_NOI, LAO_CAI])
     async with async_playwright() as pw, launch_firefox(tmp_path / "firefox") as firefox:
         browser = await launch_chromium(pw)
         try:

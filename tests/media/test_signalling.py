@@ -3,24 +3,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 import aiohttp
 
-from lienthong.store.web import now_utc
 from tests.web.conftest import Running, api, config, running  # noqa: F401  (fixtures)
-from tests.web.meeting_helpers import admin_session, create_meeting, link_of, meeting_body
+from tests.web.meeting_helpers import admin_session, link_of, meeting_now
 
 
 def token_of(url: str) -> str:
     return url.rsplit("/j/", 1)[1]
-
-
-async def meeting_now(running: Running, **extra: Any) -> dict[str, Any]:
-    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-    return await create_meeting(running, meeting_body(start, **extra))
 
 
 async def receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from lienthong.store.web import now_utc
 from tests.web.conftest import Running, api, login
 
 HCM = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
@@ -41,6 +42,12 @@ async def create_meeting(running: Running, body: dict[str, Any]) -> dict[str, An
         return created  # type: ignore[no-any-return]
     finally:
         await s.close()
+
+
+async def meeting_now(running: Running, **extra: Any) -> dict[str, Any]:
+    """A meeting that started five minutes ago (its join links open now)."""
+    start = (now_utc() - dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
+    return await create_meeting(running, meeting_body(start, **extra))
 
 
 def link_of(created: dict[str, Any], site: str) -> str:
