@@ -81,6 +81,7 @@ NACK_RETRY = 0.1            # seconds between NACKs of one missing packet
 LAYER_FLOOR = 150_000       # REMB toward a publisher never asks for less (bits/s)
 LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
+LAYER_UP_AFTER = 5.0        # seconds a recovered link must look good before full layers return
 LAYER_SETTLE = 10.0         # seconds after the start or a return to full layers before a low REMB drops them
 THUMBS_SAVING = 0.8         # thumbnails in main/chair must cost less than this share of full layers to be worth it
 PAUSABLE = ("camera", "thumb")  # the screen share is the sharer's own choice: never paused
@@ -578,7 +579,7 @@ class Endpoint:
         self.sources: dict[str, Source] = {}      # by published name
         self.slots: dict[str, SlotSender] = {}    # by slot name
         self.by_out_ssrc: dict[int, SlotSender] = {}
-        self.layers = LayerChooser(settle=LAYER_SETTLE)
+        self.layers = LayerChooser(settle=LAYER_SETTLE, up_after=LAYER_UP_AFTER)
         self.full = True                          # main/chair slots carry full layers
         self.remb_bps: float | None = None
 

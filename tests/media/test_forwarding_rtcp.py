@@ -1,9 +1,11 @@
 """RTCP through the SFU with real aiortc peers on 127.0.0.1: NACK recovery under injected loss
 (upstream: the SFU NACKs the publisher; downstream: the SFU answers from its cache with RTX),
 Sender Reports translated into a slot's timestamp space, Receiver Reports and REMB toward
-publishers, and a subscriber whose REMB is low dropping to thumbnails."""
+publishers, and a subscriber whose REMB is low dropping to thumbnails and returning when it recovers."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -129,6 +131,7 @@ async def test_publishers_get_receiver_reports_and_remb(service: media.MediaServ
 async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(
         service: media.MediaService, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forwarder, "LAYER_SETTLE", 0.0)   # the estimate counts from the start
+    monkeypatch.setattr(forwarder, "LAYER_UP_AFTER", 0.3)  # and a recovered link is trusted soon
     chair, a, b = await three(service)
     try:
         await chair.p.set_floor(a.id)
@@ -147,5 +150,17 @@ async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(
             assert set(b.site.fills("main")[got:]) == {2}
             assert complete(b.site.received["main"].seqs())
             assert b.p.snapshot()["slots"]["main"] == a.id
+            # The link recovers: b's estimate (sent every 100 ms, as a browser would) stays far
+            # above what full layers need, and its main slot carries a's full layer again.
+            got = len(b.site.received["main"].packets)
+            for _ in range(100):
+                b.site.send_remb(20_000_000)
+                if any(len(p[4]) > 200 for p in b.site.received["main"].packets[got:]):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("b's main slot never returned to the full layer")
+            assert set(b.site.fills("main")[got:]) == {2}
+            assert complete(b.site.received["main"].seqs())
     finally:
         await close_all(chair, a, b)
