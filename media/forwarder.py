@@ -633,7 +633,8 @@ class Endpoint:
     def receiving_bps(self) -> float:
         """The video flowing to this subscriber now: the measured bitrates of the sources feeding
         its video slots."""
-        return sum(slot.source.bitrate for slot in self.slots.values() if slot.source is not None and slot.kind == "video")
+        return sum(slot.source.bitrate for slot in self.slots.values()
+                   if slot.source is not None and slot.kind == "video")
 
     def need_bps(self, full: bool = True) -> float:
         """The video this subscriber receives with full layers (``full``) or thumbnails in its

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.web.conftest import Running, api, config, running  # noqa: F401  (fixtures)
 from tests.web.meeting_helpers import admin_session, link_of, meeting_now
@@ -123,8 +124,12 @@ class SocketSite:
         return reply["sdp"]  # type: ignore[no-any-return]
 
 
-async def test_sites_join_negotiate_and_get_media_through_signalling(running: Running) -> None:
+async def test_sites_join_negotiate_and_get_media_through_signalling(running: Running,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from media import forwarder
     from tests.media.sfu_client import Pump, Site
+
+    monkeypatch.setattr(forwarder, "PAUSE_HOLD", 0.3)
 
     created = await meeting_now(running)
     sites: list[Site] = []
@@ -137,6 +142,7 @@ async def test_sites_join_negotiate_and_get_media_through_signalling(running: Ru
         assert joined_chair["me"]["role"] == "chair" and joined_site["me"]["role"] == "site"
         assert [e["slot"] for e in joined_site["layout"][:4]] == ["audio-0", "main", "chair", "screen"]
         assert joined_site["slots"]["chair"] == joined_chair["me"]["id"] and joined_site["ice_servers"] == []
+        assert joined_site["paused"] == [] and joined_chair["paused"] == []
         try:
             chair_rtc, site_rtc = Site(joined_chair["layout"], fill=1), Site(joined_site["layout"], fill=2)
             sites += [chair_rtc, site_rtc]
@@ -145,6 +151,10 @@ async def test_sites_join_negotiate_and_get_media_through_signalling(running: Ru
             async with Pump([chair_rtc, site_rtc]):
                 await chair_rtc.until(lambda: 2 in chair_rtc.fills("main") and 2 in chair_rtc.fills("audio-0"))
                 await site_rtc.until(lambda: 1 in site_rtc.fills("chair"))
+            # Two participants: each shows the other's camera, nobody a thumbnail (no gallery has
+            # anyone to show): both are asked to pause it.
+            for who in (chair, site):
+                assert await who.next(lambda m: m["type"] == "layers") == {"v": 1, "type": "layers", "paused": ["thumb"]}
             # chair controls go through to the SFU; a stale site id is named as such
             site_id = joined_site["me"]["id"]
             await chair.send(type="give_floor", site=site_id)
