@@ -413,7 +413,15 @@
     await applyLayers();
   }
 
-  async function applyLayers() {
+  // One at a time: a getParameters read while another setParameters is pending would see the
+  // old state; each run reads the latest pausedLayers, so the last one leaves the right state.
+  let layersQueue = Promise.resolve();
+  function applyLayers() {
+    layersQueue = layersQueue.then(applyLayersNow, applyLayersNow);
+    return layersQueue;
+  }
+
+  async function applyLayersNow() {
     if (!pc || !pc.currentRemoteDescription) return;  // applied once negotiated (Firefox refuses before)
     const thisPc = pc;
     for (let i = 0; i < layout.length && i < transceivers.length; i++) {
