@@ -23,7 +23,9 @@ on thumbnails it also goes up when the estimate has stayed ``probe_above`` x wha
 estimate is capped by the incoming rate, not by the link): a probe, which the back-off below
 keeps rare on a link that really cannot take full layers.  For the same reason an estimate
 does not drop full layers within ``settle`` seconds of going up to them (or of the start): a
-browser's estimate takes seconds to follow a rate that grew.  Loss drops them at once.  A return that fails again within
+browser's estimate takes seconds to follow a rate that grew.  Loss drops them at once.  Given
+``thumbs_bps`` (what the subscriber would receive on thumbnails), an estimate never drops full
+layers that thumbnails would not make at least ``thumbs_saving`` cheaper (still pictures, say).  A return that fails again within
 ``probation`` seconds doubles the wait (up to ``max_up_after``), so an oscillating link settles.
 
 REMB toward a publisher::
@@ -59,12 +61,13 @@ class LayerChooser:
     def __init__(self, *, headroom: float = 1.25, loss_high: float = 0.10, loss_ok: float = 0.03,
                  up_after: float = 5.0, probation: float = 20.0, max_up_after: float = 60.0,
                  start_full: bool = True, congested_below: float = 0.9, probe_above: float = 1.2,
-                 settle: float = 10.0) -> None:
+                 settle: float = 10.0, thumbs_saving: float = 0.8) -> None:
         if headroom < 1.0 or up_after < 0 or not 0 <= loss_ok <= loss_high <= 1:
             raise ValueError("need headroom >= 1, up_after >= 0 and 0 <= loss_ok <= loss_high <= 1")
         if not 0 < congested_below <= 1 <= probe_above:
             raise ValueError("need 0 < congested_below <= 1 <= probe_above")
         self.settle = settle
+        self.thumbs_saving = thumbs_saving
         self._settle_from: float | None = None   # when full layers (re)started: the first update, or going up
         self.congested_below = congested_below
         self.probe_above = probe_above
@@ -83,20 +86,24 @@ class LayerChooser:
         self.changes = 0
 
     def update(self, now: float, *, need_bps: float, estimate_bps: float | None = None,
-               loss: float | None = None, receiving_bps: float | None = None) -> bool:
+               loss: float | None = None, receiving_bps: float | None = None,
+               thumbs_bps: float | None = None) -> bool:
         """Take a new estimate and/or loss figure (None: keep the last one); True = full layers.
-        ``receiving_bps``: what flows to the subscriber now (None: unknown)."""
+        ``receiving_bps``: what flows to the subscriber now; ``thumbs_bps``: what it would
+        receive on thumbnails (None: unknown)."""
         if estimate_bps is not None:
             self.estimate_bps = estimate_bps
         if loss is not None:
             self.loss = loss
         est, lost = self.estimate_bps, self.loss
         flowing = receiving_bps if receiving_bps is not None and receiving_bps > 0 else None
+        # thumbnails that would not lighten the link: the estimate is no reason to use them
+        no_saving = thumbs_bps is not None and thumbs_bps >= need_bps * self.thumbs_saving
         if self._settle_from is None:
             self._settle_from = now
         if self.full:
             settled = now - self._settle_from >= self.settle
-            short = settled and est is not None and est < need_bps and (
+            short = settled and not no_saving and est is not None and est < need_bps and (
                 flowing is None or est < flowing * self.congested_below)
             bad = short or (lost is not None and lost > self.loss_high)
             if bad:
@@ -110,8 +117,8 @@ class LayerChooser:
                 self.up_after = self.base_up_after  # stayed up: forget the back-off
                 self._up_at = None
             return self.full
-        room = est is not None and (est >= need_bps * self.headroom
-                                    or (flowing is not None and est >= flowing * self.probe_above))
+        room = no_saving or (est is not None and (est >= need_bps * self.headroom
+                                                  or (flowing is not None and est >= flowing * self.probe_above)))
         good = room and (lost is None or lost <= self.loss_ok)
         if not good:
             self._good_since = None

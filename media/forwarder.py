@@ -83,7 +83,6 @@ LAYER_CEILING = {"camera": 2_500_000, "thumb": 300_000, "screen": 2_500_000}
 PUBLISHED = ("audio", "camera", "thumb", "screen")
 LAYER_UP_AFTER = 5.0        # seconds a recovered link must look good before full layers return
 LAYER_SETTLE = 10.0         # seconds after the start or a return to full layers before a low REMB drops them
-THUMBS_SAVING = 0.8         # thumbnails in main/chair must cost less than this share of full layers to be worth it
 PAUSABLE = ("camera", "thumb")  # the screen share is the sharer's own choice: never paused
 PAUSE_HOLD = 3.0            # seconds a layer nobody receives keeps flowing before it is paused
 
@@ -787,11 +786,9 @@ class RoomForwarder:
 
     def _choose_layers(self, subscriber: Endpoint, now: float, *, estimate: float | None = None,
                        loss: float | None = None) -> None:
-        need = subscriber.need_bps()
-        if subscriber.need_bps(full=False) >= need * THUMBS_SAVING:
-            need = 0.0      # thumbnails would not lighten this link (still pictures, say): keep full layers
-        full = subscriber.layers.update(now, need_bps=need, estimate_bps=estimate, loss=loss,
-                                        receiving_bps=subscriber.receiving_bps())
+        full = subscriber.layers.update(now, need_bps=subscriber.need_bps(), estimate_bps=estimate, loss=loss,
+                                        receiving_bps=subscriber.receiving_bps(),
+                                        thumbs_bps=subscriber.need_bps(full=False))
         if full != subscriber.full:
             subscriber.full = full
             log.info("subscriber layers changed", extra={"participant": subscriber.id,

@@ -152,6 +152,17 @@ def test_an_estimate_does_not_drop_full_layers_while_they_settle() -> None:
     assert not c.update(21.0, need_bps=NEED, loss=0.2)                                      # loss: at once
 
 
+def test_thumbnails_that_save_nothing_are_not_used_for_a_low_estimate() -> None:
+    # Still pictures: full layers cost about what thumbnails do, so a low estimate is no reason
+    # to drop them (loss still is); and a subscriber on thumbnails goes back up.
+    c = LayerChooser(settle=0.0, up_after=2.0)
+    assert c.update(0.0, need_bps=30_000, estimate_bps=10_000, receiving_bps=30_000, thumbs_bps=25_000)
+    assert not c.update(1.0, need_bps=30_000, estimate_bps=10_000, receiving_bps=30_000, thumbs_bps=20_000)  # 0.67x
+    assert not c.update(2.0, need_bps=30_000, estimate_bps=10_000, receiving_bps=20_000, thumbs_bps=25_000)
+    assert c.update(4.0, need_bps=30_000, estimate_bps=10_000, receiving_bps=25_000, thumbs_bps=25_000)
+    assert not c.update(5.0, need_bps=30_000, loss=0.2, thumbs_bps=25_000)
+
+
 def test_bad_parameters() -> None:
     with pytest.raises(ValueError):
         LayerChooser(congested_below=1.1)
