@@ -156,12 +156,19 @@ async def _serve(conn: multiprocessing.connection.Connection, gallery: int, audi
             await server.service.stop(2.0)
 
 
-def run(conn: multiprocessing.connection.Connection, cpu: int | None, gallery: int, audio_slots: int) -> None:
-    """Child process entry point (spawn context).  With ``BENCH_SFU_PROFILE=<file>`` in the
-    environment the SFU runs under cProfile and leaves its stats there (a developer's aid: the
-    profiler itself costs CPU, so figures of such a run are not the SFU's)."""
+def run(conn: multiprocessing.connection.Connection, cpu: int | None, gallery: int, audio_slots: int,
+        compiled: bool = True) -> None:
+    """Child process entry point (spawn context).  ``compiled`` False: the SFU sends without
+    ``media._fastpath`` (the same steps in Python), for a same-run comparison.  With
+    ``BENCH_SFU_PROFILE=<file>`` in the environment the SFU runs under cProfile and leaves its
+    stats there (a developer's aid: the profiler itself costs CPU, so figures of such a run are
+    not the SFU's)."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
+    if not compiled:
+        import media.rtc_adapter
+
+        media.rtc_adapter._fastpath = None  # type: ignore[assignment]
     profile_to = os.environ.get("BENCH_SFU_PROFILE")
     if not profile_to:
         asyncio.run(_serve(conn, gallery, audio_slots))
@@ -199,8 +206,10 @@ def process_wait_seconds(pid: int) -> float:
 class SfuProcess:
     """The SFU child process and its control pipe (use ``async with``)."""
 
-    def __init__(self, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3, start_timeout: float = 30.0) -> None:
+    def __init__(self, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3, start_timeout: float = 30.0,
+                 compiled: bool = True) -> None:
         self.cpu = cpu
+        self.compiled = compiled
         self.gallery = gallery
         self.audio_slots = audio_slots
         self.start_timeout = start_timeout
@@ -226,7 +235,7 @@ class SfuProcess:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._ready = loop.create_future()
-        self._proc = ctx.Process(target=run, args=(child, self.cpu, self.gallery, self.audio_slots), daemon=True,
+        self._proc = ctx.Process(target=run, args=(child, self.cpu, self.gallery, self.audio_slots, self.compiled), daemon=True,
                                  name="bench-sfu")
         self._proc.start()
         child.close()

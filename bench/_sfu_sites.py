@@ -254,15 +254,16 @@ async def _connect_all(sfu: SfuProcess, sites: list[SitePeer], fixture: MediaFix
 
 async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: float, window: float,
                 progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3,
-                obey_layers: bool = True) -> dict[str, Any]:
+                obey_layers: bool = True, compiled: bool = True) -> dict[str, Any]:
     """One measured meeting of 1 chair + ``sites`` sites; see the module docstring.
     ``obey_layers``: sites stop sending the layers the SFU reports paused, as browsers do
-    (False: every layer flows all the time, the SFU receiving what nobody watches)."""
+    (False: every layer flows all the time, the SFU receiving what nobody watches).
+    ``compiled``: False runs the SFU without ``media._fastpath`` (its send path in Python)."""
     send_times: list[float] = []
     peers: list[SitePeer] = []
     direct = DirectPath(send_times)
     pacer_task: asyncio.Task[None] | None = None
-    async with SfuProcess(cpu=cpu, gallery=gallery, audio_slots=audio_slots) as sfu:
+    async with SfuProcess(cpu=cpu, gallery=gallery, audio_slots=audio_slots, compiled=compiled) as sfu:
         by_pid: dict[str, SitePeer] = {}
 
         def on_event(pid: str, event: dict[str, Any]) -> None:
@@ -420,6 +421,7 @@ def _limited_by(lateness_p99: float, generator_cores: float, sfu_wait_fraction: 
 
 def run_ours(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: float, window: float,
              progress: Progress, cpu: int | None = 0, gallery: int = 6, audio_slots: int = 3,
-             obey_layers: bool = True) -> dict[str, Any]:
+             obey_layers: bool = True, compiled: bool = True) -> dict[str, Any]:
     """Synchronous wrapper (own event loop), like run_mediarelay and run_janus."""
-    return asyncio.run(drive(fixture, thumb, sites, warmup, window, progress, cpu, gallery, audio_slots, obey_layers))
+    return asyncio.run(drive(fixture, thumb, sites, warmup, window, progress, cpu, gallery, audio_slots, obey_layers,
+                             compiled))

@@ -22,7 +22,11 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   Sites obey the SFU's ``layers`` events as browsers do (a camera or thumbnail layer nobody
   receives is paused): ``published_packets_per_s`` is what the SFU received, ``paused_layers``
   how many layers were paused.  Full runs also measure the same meeting with every layer
-  flowing (``--all-layers`` makes that the main run): the ``*_all_layers`` fields.
+  flowing (``--all-layers`` makes that the main run): the ``*_all_layers`` fields.  Every run
+  (quick too) measures the main meeting again with ``media._fastpath`` switched off in the SFU
+  process (its per-subscriber send in Python): ``sfu_cpu_us_per_packet_python_send`` and
+  ``python_send_cpu_ratio`` (Python / C, same run); ``compiled_send`` says whether the C part
+  was built at all (false: every figure is the Python path's).
 * **MediaRelay** (``bench._sfu_mediarelay``): aiortc's stock relay, a smaller job (1 publisher
   x N subscribers, it decodes once and encodes per subscriber).  ``mediarelay_cpu_ratio`` =
   its CPU per forwarded 640x360 stream / ours for one such stream (our µs per packet x that
@@ -334,7 +338,8 @@ def _estimate_max_sites(ours: dict[str, Any] | None) -> int | None:
 def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[Trial], searched: bool,
              relay: dict[str, Any], video_packets_per_s: float, janus: dict[str, Any] | None,
              janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any],
-             ours_all: dict[str, Any] | None = None) -> dict[str, Any]:
+             ours_all: dict[str, Any] | None = None, ours_python: dict[str, Any] | None = None,
+             compiled: bool | None = None) -> dict[str, Any]:
     """The benchmark's one JSON object (pure: testable without running anything)."""
     us = ours.get("sfu_cpu_us_per_packet") if ours else None
     # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
@@ -392,6 +397,15 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         result["published_packets_per_s_all_layers"] = _r(ours_all.get("published_packets_per_s"), 0)
         result["janus_cpu_ratio_all_layers"] = (_r(us_all / janus["cpu_us_per_packet"], 3)
                                                 if us_all and janus and janus.get("cpu_us_per_packet") else None)
+    # media._fastpath (the per-subscriber send in C) built and used in the runs above; and the
+    # main meeting again with the send path in Python, same run: what the C part saves
+    result["compiled_send"] = compiled
+    if ours_python:
+        us_py = ours_python.get("sfu_cpu_us_per_packet")
+        result["sfu_cpu_us_per_packet_python_send"] = _r(us_py, 2)
+        result["python_send_cpu_ratio"] = _r(us_py / us, 3) if us and us_py else None
+        result["janus_cpu_ratio_python_send"] = (_r(us_py / janus["cpu_us_per_packet"], 3)
+                                                 if us_py and janus and janus.get("cpu_us_per_packet") else None)
     result["max_sites_one_core_searched"] = searched
     result["max_sites_trials"] = [[t.sites, t.held, t.limited_by] for t in trials]
     result["max_sites_limited_by"] = (
@@ -462,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ours: dict[str, Any] | None = None
         ours_all: dict[str, Any] | None = None
+        ours_python: dict[str, Any] | None = None
+        compiled = importlib.util.find_spec("media._fastpath") is not None if sfu_available() is None else None
         trials: list[Trial] = []
         searched = False
         sfu_skipped = sfu_available()
@@ -485,6 +501,13 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"ours, every layer flowing: 1 chair + {args.sites} sites")
                 ours_all = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu, obey_layers=False)
                 progress(f"ours, every layer flowing: {_brief(ours_all)}")
+            if compiled:
+                progress(f"ours, send path in Python (no media._fastpath): 1 chair + {args.sites} sites")
+                ours_python = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu,
+                                       obey_layers=not args.all_layers, compiled=False)
+                progress(f"ours, send path in Python: {_brief(ours_python)}")
+            else:
+                progress("ours: media._fastpath is not built (no C compiler at install?): the send path ran in Python")
         else:
             progress(f"ours: skipped: {sfu_skipped}")
 
@@ -512,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     params["janus_sites"] = janus_sites if janus else None
     params["elapsed_s"] = round(time.monotonic() - started, 1)
     result = assemble(ours, sfu_skipped, trials, searched, relay, fixture.video_packets_per_s, janus, janus_skipped, ref, params,
-                      ours_all)
+                      ours_all, ours_python, compiled)
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 

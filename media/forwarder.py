@@ -15,7 +15,9 @@ descriptor) and what they only copy (the rest of the payload); then per subscrib
 that source: copy the small head, rewrite PT (the subscriber's number for the codec),
 SSRC/seq/ts (``SlotRewriter``), VP8 PictureID/TL0PICIDX (``Vp8Rewriter``), then SRTP-protect
 head + rest joined in libsrtp's buffer and ``sendto`` (``PacketPeer.send_parts``).  Bytes and
-``struct`` only; no per-packet task.
+``struct`` only; no per-packet task.  When ``media._fastpath`` is built, writing the header
+fields, joining, protecting and sending are one C call (``PacketPeer.send_rewritten``); the
+rewriters' arithmetic stays here, so both paths keep the same state.
 
 Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
 source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source;
@@ -93,6 +95,7 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 _FIXED = struct.Struct("!BBHII")    # the fixed RTP header
 _HEADER = struct.Struct("!BHII")    # its bytes 1..11: marker + PT, seq, timestamp, SSRC
 _PICTURE_ID = struct.Struct("!H")
+_AUDIO_HEAD = b"\x80" + bytes(11)   # an outgoing audio header before send_rewritten writes bytes 1..11
 
 
 class ForwarderError(Exception):
@@ -476,24 +479,40 @@ class SlotSender:
         if head is None:
             head = frame.head_with(ast_id)
         off = 20 if ast_id else 12
-        buf = bytearray(head)
         out_seq, out_ts = self.rewriter.map(frame.seq, frame.ts, frame.ssrc, now)
-        _HEADER.pack_into(buf, 1, frame.marker | pt, out_seq, out_ts, self.out_ssrc)
+        pid_at = -1
+        out_pid = 0
+        buf = None
         if frame.layout is not None:
             pid = frame.pid
             out_pid = self.vp8.picture_id(pid, frame.ssrc) if pid >= 0 else -1
             if out_pid >= 0:
-                _PICTURE_ID.pack_into(buf, off + frame.layout[0] - frame.off, 0x8000 | out_pid)
-            else:
-                out = self.vp8.rewrite(buf, off, frame.ssrc, frame.layout_at(off))
-                if out is None:
+                pid_at = off + frame.layout[0] - frame.off
+            else:   # a descriptor with TL0PICIDX/KEYIDX or a 7-bit PictureID: rewritten in Python
+                buf = bytearray(head)
+                _HEADER.pack_into(buf, 1, frame.marker | pt, out_seq, out_ts, self.out_ssrc)
+                buf = self.vp8.rewrite(buf, off, frame.ssrc, frame.layout_at(off))
+                if buf is None:
                     self.dropped += 1
                     return
-                buf = out
         rest = frame.rest
-        if self.peer.send_parts(buf, rest):
+        send_rewritten = self.peer.send_rewritten
+        if buf is None:
+            n = len(head)
+            if send_rewritten is not None:   # media._fastpath: header, protect and sendto in C
+                sent = send_rewritten(head, rest, frame.marker | pt, out_seq, out_ts, self.out_ssrc, pid_at, out_pid)
+            else:
+                buf = bytearray(head)
+                _HEADER.pack_into(buf, 1, frame.marker | pt, out_seq, out_ts, self.out_ssrc)
+                if pid_at >= 0:
+                    _PICTURE_ID.pack_into(buf, pid_at, 0x8000 | out_pid)
+                sent = self.peer.send_parts(buf, rest)
+        else:
+            n = len(buf)
+            sent = self.peer.send_parts(buf, rest)
+        if sent:
             self.sent += 1
-            self.octets += len(buf) - off + len(rest)
+            self.octets += n - off + len(rest)
         else:
             self.dropped += 1
             self._wait_for_keyframe(now)
@@ -505,7 +524,12 @@ class SlotSender:
             self.dropped += 1
             return
         out_seq, out_ts = self.rewriter.map(seq, ts, ssrc, now)
-        if self.peer.send_parts(_FIXED.pack(0x80, marker | pt, out_seq, out_ts, self.out_ssrc), payload):
+        send_rewritten = self.peer.send_rewritten
+        if send_rewritten is not None:
+            sent = send_rewritten(_AUDIO_HEAD, payload, marker | pt, out_seq, out_ts, self.out_ssrc, -1, 0)
+        else:
+            sent = self.peer.send_parts(_FIXED.pack(0x80, marker | pt, out_seq, out_ts, self.out_ssrc), payload)
+        if sent:
             self.sent += 1
             self.octets += len(payload)
         else:

@@ -102,6 +102,11 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import candidate_to_aioice
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+try:  # the per-subscriber send in C (setup.py builds it when a compiler is at hand)
+    from media import _fastpath
+except ImportError:  # pragma: no cover - the same steps run in Python (_Srtp.parts_sender)
+    _fastpath = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from media.config import MediaConfig
 
@@ -238,6 +243,7 @@ class _Srtp:
         self.session = session
         try:
             from pylibsrtp._binding import ffi, lib
+            self._ffi = ffi
             self._buffer = session._buffer
             self._cdata = session._cdata
             self._ctx = session._srtp[0]
@@ -341,6 +347,22 @@ class _Srtp:
             peer.tx_packets += 1
             return True
         return send_parts
+
+    def compiled_sender(self, slow: Callable[[bytes | bytearray, Any], bool], sock: socket.socket,
+                        addr: tuple[str, int], nominated: dict[int, Any], pair: Any) -> Any:
+        """A ``media._fastpath.Sender`` doing what ``parts_sender``'s function does (and the
+        header rewrite of the forwarding path) in C, or None when that module is not built,
+        pylibsrtp's internals moved, or the address is not a numeric IP."""
+        if _fastpath is None or not self.fast:
+            return None
+        ffi = self._ffi
+        try:
+            return _fastpath.Sender(int(ffi.cast("uintptr_t", ffi.addressof(self._lib, "srtp_protect"))),
+                                    int(ffi.cast("uintptr_t", self._ctx)), self.session, sock.fileno(),
+                                    tuple(addr), nominated, pair, slow)
+        except (TypeError, ValueError, OSError, AttributeError) as e:  # pragma: no cover
+            log.warning("compiled send path unavailable for %s: %s", addr, e)
+            return None
 
     def protect_rtcp(self, data: bytes | bytearray) -> bytes:
         return self._run(self._lib.srtp_protect_rtcp, data, _SRTCP_TRAILER)
@@ -586,13 +608,49 @@ class PacketPeer:
         # send_parts(head, rest) -> bool: the forwarding path (see below); rebuilt on pair changes
         self.send_parts: Callable[[bytes | bytearray, Any], bool] = self._send_parts_slow
         self._parts_send: Callable[[bytes | bytearray, Any], bool] | None = None
+        # send_rewritten(head, rest, b1, seq, ts, ssrc, pid_at, pid) -> bool: send_parts with the
+        # RTP header written on the way, in C; None until the compiled sender for the nominated
+        # pair exists (media._fastpath built, a plain UDP pair), then the forwarder prefers it.
+        self.send_rewritten: Callable[..., bool] | None = None
+        self._compiled: Any = None   # the media._fastpath.Sender behind send_rewritten
         self._connected = asyncio.Event()
         self._closed = False
         self.rx_packets = 0
-        self.tx_packets = 0
-        self.tx_dropped = 0
+        self._tx_packets = 0
+        self._tx_dropped = 0
         self.rx_errors = 0
         self.ice_restarts = 0
+
+    @property
+    def tx_packets(self) -> int:
+        """RTP/RTCP packets sent (the compiled sender's included)."""
+        compiled = self._compiled
+        return self._tx_packets + (compiled.sent if compiled is not None else 0)
+
+    @tx_packets.setter
+    def tx_packets(self, value: int) -> None:
+        compiled = self._compiled
+        self._tx_packets = value - (compiled.sent if compiled is not None else 0)
+
+    @property
+    def tx_dropped(self) -> int:
+        """Packets dropped on the way out (full socket buffer, no pair, too long)."""
+        compiled = self._compiled
+        return self._tx_dropped + (compiled.dropped if compiled is not None else 0)
+
+    @tx_dropped.setter
+    def tx_dropped(self, value: int) -> None:
+        compiled = self._compiled
+        self._tx_dropped = value - (compiled.dropped if compiled is not None else 0)
+
+    def _drop_compiled(self) -> None:
+        """Retire the compiled sender (its counts kept, its socket descriptor closed)."""
+        compiled, self._compiled = self._compiled, None
+        self.send_rewritten = None
+        if compiled is not None:
+            self._tx_packets += compiled.sent
+            self._tx_dropped += compiled.dropped
+            compiled.close()
 
     # ---- wiring ----
 
@@ -803,6 +861,7 @@ class PacketPeer:
         self._rtp_send = self._rtcp_send = None
         self._parts_send = None
         self.send_parts = self._send_parts_slow
+        self._drop_compiled()
         tx = self._tx
         if pair is None or tx is None:
             return
@@ -830,6 +889,11 @@ class PacketPeer:
         self._rtcp_send = tx.sender(sendto, addr, rtcp=True)
         assert self._ice is not None
         self._parts_send = tx.parts_sender(self, sendto, addr, self._ice._nominated, pair)
+        if isinstance(sock, socket.socket):
+            compiled = tx.compiled_sender(self._send_parts_slow, sock, addr, self._ice._nominated, pair)
+            if compiled is not None:
+                self._compiled = compiled
+                self._parts_send = compiled.send_parts
 
     def send_rtp(self, packet: bytes | bytearray) -> bool:
         """SRTP-protect and send one RTP packet now (bytes or bytearray; the packet is not
@@ -861,6 +925,8 @@ class PacketPeer:
             self.tx_dropped += 1
             return False
         self.send_parts = send
+        if self._compiled is not None:
+            self.send_rewritten = self._compiled.send_rewritten
         return send(head, rest)
 
     def send_rtcp(self, packet: bytes | bytearray) -> bool:
@@ -1039,6 +1105,7 @@ class PacketPeer:
         if old._query_consent_task is not None:
             old._query_consent_task.cancel()
         old._nominated.clear()
+        self._select_pair(None)   # (the compiled sender's duplicate descriptor closes with them)
         for protocol in old._protocols:
             protocol.transport.close()
         old._protocols.clear()
@@ -1055,6 +1122,7 @@ class PacketPeer:
         self._rtp_send = self._rtcp_send = None
         self._parts_send = None
         self.send_parts = self._send_parts_slow
+        self._drop_compiled()
         self.on_rtp = None
         self.on_rtcp = None
         if self._restart_task is not None:
