@@ -23,3 +23,16 @@ async def service() -> AsyncIterator[media.MediaService]:
     await s.start()
     yield s
     await s.stop(1.0)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both send paths: media._fastpath's C sender, and the Python one that
+    machines without a C compiler use."""
+    from media import rtc_adapter
+
+    if request.param == "python":
+        monkeypatch.setattr(rtc_adapter, "_fastpath", None)
+    elif rtc_adapter._fastpath is None:
+        pytest.skip("media._fastpath is not built")
+    return str(request.param)

@@ -63,7 +63,7 @@ async def close_all(*members: Member) -> None:
         await m.site.close()
 
 
-async def test_slots_carry_other_sites_with_continuous_streams(service: media.MediaService) -> None:
+async def test_slots_carry_other_sites_with_continuous_streams(send_path: str, service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)
     a = await join(service, "hue", fill=2)
     b = await join(service, "dn", fill=3)
@@ -88,11 +88,18 @@ async def test_slots_carry_other_sites_with_continuous_streams(service: media.Me
         assert heard == {1, 2}
         assert 1 not in set(chair.site.fills("audio-0")) | set(chair.site.fills("audio-1"))
         assert service._m_forwarded.labels(kind="video")._value.get() >= 0  # counters exist
+        # the path under test carried the packets (the C sender, or none of it)
+        peer = service._forwarders["r"].endpoint(b.id).peer  # type: ignore[union-attr]
+        assert peer.tx_packets >= len(main)
+        if send_path == "compiled":
+            assert peer._compiled is not None and peer._compiled.sent >= len(main)
+        else:
+            assert peer._compiled is None and peer.send_rewritten is None
     finally:
         await close_all(chair, a, b)
 
 
-async def test_floor_switch_moves_main_slot_and_asks_the_new_source_for_a_keyframe(service: media.MediaService) -> None:
+async def test_floor_switch_moves_main_slot_and_asks_the_new_source_for_a_keyframe(send_path: str, service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)
     a = await join(service, "hue", fill=2)
     b = await join(service, "dn", fill=3)
@@ -148,7 +155,7 @@ async def test_a_muted_site_is_not_heard(service: media.MediaService) -> None:
         await close_all(chair, a, b)
 
 
-async def test_a_subscriber_that_stops_reading_does_not_stop_the_others(service: media.MediaService) -> None:
+async def test_a_subscriber_that_stops_reading_does_not_stop_the_others(send_path: str, service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)
     a = await join(service, "hue", fill=2)
     b = await join(service, "dn", fill=3)
@@ -224,7 +231,7 @@ async def test_reconnect_with_a_new_offer_keeps_the_place(service: media.MediaSe
         await close_all(chair, a)
 
 
-async def test_ice_restart_on_the_same_connection_keeps_streams_continuous(service: media.MediaService) -> None:
+async def test_ice_restart_on_the_same_connection_keeps_streams_continuous(send_path: str, service: media.MediaService) -> None:
     chair = await join(service, "hn", "chair", fill=1)
     a = await join(service, "hue", fill=2)
     try:

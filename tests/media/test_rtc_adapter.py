@@ -215,7 +215,7 @@ async def test_loopback_packets_both_ways_without_decoding_or_parsing(monkeypatc
     assert not server.send_rtp(rtp(1, 1, 1))
 
 
-async def test_send_parts_sends_head_and_rest_as_one_packet() -> None:
+async def test_send_parts_sends_head_and_rest_as_one_packet(send_path: str) -> None:
     client, server, client_c, _server_c = await connect_pair()
     try:
         line = server.negotiated()[2]
@@ -235,6 +235,67 @@ async def test_send_parts_sends_head_and_rest_as_one_packet() -> None:
         await client.close()
         await server.close()
     assert not server.send_parts(packets[0][:16], packets[0][16:]), "a closed peer sent a packet"
+
+
+# ---------------------------------------------------------------------------------------------
+# media._fastpath: the forwarding path's send in C
+
+
+def test_the_compiled_send_path_is_built_where_a_compiler_is() -> None:
+    """setup.py builds media._fastpath as an optional extension: a machine with a C compiler
+    must end up with it (the Python path is the fallback for machines without one)."""
+    import shutil
+    import sysconfig
+
+    from media import rtc_adapter
+
+    if not shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc"):
+        pytest.skip("no C compiler here: the send path runs in Python")
+    assert rtc_adapter._fastpath is not None, (
+        "media._fastpath was not built although a C compiler is installed: see the output of "
+        "`pip install -e .` (setup.py) for the compiler error")
+
+
+async def test_send_rewritten_writes_the_header_on_the_way(send_path: str) -> None:
+    client, server, client_c, _server_c = await connect_pair()
+    try:
+        line = server.negotiated()[2]
+        vp8 = line.codec("vp8").payload_type  # type: ignore[union-attr]
+        assert server.send_rewritten is None   # no pair chosen yet: the forwarder uses send_parts
+        source = rtp(0xABCDEF, 7, 1234, 100, payload=bytes([0x90, 0x80, 0x81, 0x22]) + b"v" * 900)
+        assert server.send_parts(bytearray(source[:12]), memoryview(source)[12:])   # chooses the pair
+        if send_path == "python":
+            assert server.send_rewritten is None and server._compiled is None
+            return
+        send = server.send_rewritten
+        assert send is not None
+        sent_before = server.tx_packets
+        # head: the source's fixed header + descriptor; the sender writes byte 1, seq, ts, SSRC
+        # and the 15-bit PictureID at offset 14 (M bit set)
+        head, rest = source[:16], memoryview(source)[16:]
+        assert send(head, rest, 0x80 | vp8, 0x1_0005, 0x1_0000_0010, line.local_ssrc, 14, 0x1234)
+        assert send(bytearray(head), rest, vp8, 6, 20, line.local_ssrc, -1, 0)   # no PictureID written
+        await client_c.wait_for(lambda: len(client_c.rtp) == 3)
+        first, second = client_c.rtp[1][0], client_c.rtp[2][0]
+        assert first == struct.pack("!BBHII", 0x80, 0x80 | vp8, 5, 0x10, line.local_ssrc) + \
+            bytes([0x90, 0x80, 0x92, 0x34]) + source[16:]
+        assert second == struct.pack("!BBHII", 0x80, vp8, 6, 20, line.local_ssrc) + source[12:]
+        assert server.tx_packets == sent_before + 2
+        # refused: over the buffer, a PictureID past the end, a head shorter than a header
+        dropped = server.tx_dropped
+        assert not send(head, b"x" * 1500, vp8, 7, 21, line.local_ssrc, -1, 0)
+        assert not send(source[:12], b"", vp8, 7, 21, line.local_ssrc, 12, 1)
+        assert not send(source[:8], b"xxxx", vp8, 7, 21, line.local_ssrc, -1, 0)
+        assert server.tx_dropped == dropped + 3
+        with pytest.raises(TypeError):
+            send(head, rest, vp8)
+        compiled = server._compiled
+        assert compiled is not None and not compiled.closed
+    finally:
+        await client.close()
+        await server.close()
+    assert compiled.closed, "the compiled sender's socket descriptor outlived the peer"
+    assert server.send_rewritten is None and server.tx_packets >= sent_before + 2
 
 
 async def test_unknown_ssrc_is_mapped_by_the_mid_header_extension() -> None:
@@ -338,11 +399,15 @@ def test_mline_helpers() -> None:
     assert line.sends and not line.receives and line.codec("opus") is None
 
 
-async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_session() -> None:
+async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_session(send_path: str) -> None:
     client, server, client_c, server_c = await connect_pair()
     try:
         c_lines, s_lines = client.negotiated(), server.negotiated()
         old_server_agent = server._ice
+        vp8 = s_lines[1].codec("vp8").payload_type  # type: ignore[union-attr]
+        assert server.send_parts(rtp(s_lines[0].local_ssrc, 0, 0, 111)[:14], b"before")   # (another SSRC: no replay)
+        await client_c.wait_for(lambda: len(client_c.rtp) == 1)
+        old_compiled = server._compiled
         # a re-offer with the same credentials gets the current answer; another peer's offer gets None
         assert await server.answer_ice_restart(client.pc.localDescription.sdp) == server.pc.localDescription.sdp
         stranger = PacketPeer(RTCPeerConnection(rtc_configuration()), LOOPBACK)
@@ -365,23 +430,36 @@ async def test_ice_restart_moves_media_to_a_new_agent_under_the_same_dtls_sessio
         assert server._ice is not old_server_agent and server.ice_restarts == 1
         assert server.connected and client.connected
 
-        vp8 = s_lines[1].codec("vp8").payload_type  # type: ignore[union-attr]
         for seq in range(5):
             assert client.send_rtp(rtp(c_lines[1].local_ssrc, seq, seq * 3000, vp8))
             assert server.send_rtp(rtp(s_lines[2].local_ssrc, seq, seq * 3000, vp8))
         await server_c.wait_for(lambda: len(server_c.rtp) == 5)
-        await client_c.wait_for(lambda: len(client_c.rtp) == 5)
+        await client_c.wait_for(lambda: len(client_c.rtp) == 6)
         # the forwarding path's send function, built for the old agent's pair, moves too
         assert server.send_parts(rtp(s_lines[2].local_ssrc, 5, 5, vp8)[:14], b"after")
-        await client_c.wait_for(lambda: len(client_c.rtp) == 6)
+        await client_c.wait_for(lambda: len(client_c.rtp) == 7)
+        if send_path == "compiled":
+            assert old_compiled is not None and old_compiled.closed   # its descriptor went with the agent
+            assert server._compiled is not None and server._compiled is not old_compiled
         # a second restart works too (the DTLS session is still the first one)
         offer = await client.offer_ice_restart()
         await client.accept_ice_restart_answer(await server.answer_ice_restart(offer))  # type: ignore[arg-type]
         await asyncio.gather(client.wait_ice_restart(10), server.wait_ice_restart(10))
         assert server.send_rtp(rtp(s_lines[2].local_ssrc, 9, 9, vp8))
         assert server.send_parts(rtp(s_lines[2].local_ssrc, 10, 10, vp8)[:14], b"again")
-        await client_c.wait_for(lambda: len(client_c.rtp) == 8)
+        await client_c.wait_for(lambda: len(client_c.rtp) == 9)
         assert client_c.rtp[-1][0].endswith(b"again")
+        if send_path == "compiled":   # a send_rewritten taken before a restart hands over too
+            stale = server.send_rewritten
+            assert stale is not None
+            offer = await client.offer_ice_restart()
+            await client.accept_ice_restart_answer(await server.answer_ice_restart(offer))  # type: ignore[arg-type]
+            await asyncio.gather(client.wait_ice_restart(10), server.wait_ice_restart(10))
+            head = rtp(s_lines[2].local_ssrc, 0, 0, vp8)[:14]
+            assert stale(head, b"stale", vp8, 11, 11, s_lines[2].local_ssrc, -1, 0)
+            await client_c.wait_for(lambda: len(client_c.rtp) == 10)
+            assert client_c.rtp[-1][0] == struct.pack("!BBHII", 0x80, vp8, 11, 11, s_lines[2].local_ssrc) + \
+                head[12:] + b"stale"
     finally:
         await client.close()
         await server.close()
