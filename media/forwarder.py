@@ -20,8 +20,10 @@ fields, joining, protecting and sending are one C call (``PacketPeer.send_rewrit
 rewriters' arithmetic stays here, so both paths keep the same state.
 
 Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
-source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source;
-re-sent while someone still waits).  A slow subscriber never slows the others: sending never
+source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source
+while it is unanswered, re-sent while someone still waits; a slot that starts waiting after the
+answer arrived asks again after ``KEYFRAME_AGAIN``; subscribers' own PLI/FIR: one per
+``PLI_INTERVAL``).  A slow subscriber never slows the others: sending never
 blocks and nothing queues in the process; each subscriber's queue is its own socket's send
 buffer, and when it is full the packet is dropped: a video slot then waits for the next
 keyframe (asking for one), audio just loses the packet.  A chair-muted site's audio is not
@@ -75,7 +77,8 @@ __all__ = ["ForwarderError", "ForwarderMetrics", "RoomForwarder", "assign_slots"
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-PLI_INTERVAL = 1.0          # seconds between keyframe requests to one source
+PLI_INTERVAL = 1.0          # seconds between keyframe requests to one source (while one is unanswered)
+KEYFRAME_AGAIN = 0.3        # ...but a slot that starts waiting after the answer may ask again this soon
 TICK_INTERVAL = 0.05        # upstream NACKs; every SLOW_TICKS ticks: speaker, slots, PLI retries
 SLOW_TICKS = 5
 REPORT_INTERVAL = 1.0       # RR + REMB to publishers
@@ -184,7 +187,7 @@ class Source:
     """One published stream of one participant (audio, camera, thumb or screen)."""
 
     __slots__ = ("endpoint", "name", "kind", "mid", "codecs", "rtx_apt", "clock_rate", "local_ssrc", "level_ext",
-                 "nack", "outs", "waiting", "last_pli", "muted", "packets", "ssrc", "rtx_ssrcs", "cache", "stats",
+                 "nack", "outs", "waiting", "last_pli", "last_keyframe", "switched_at", "muted", "packets", "ssrc", "rtx_ssrcs", "cache", "stats",
                  "octets", "bitrate", "remb", "_octets_mark", "paused", "idle_since")
 
     def __init__(self, endpoint: Endpoint, name: str, line: MLine):
@@ -203,6 +206,8 @@ class Source:
         self.outs: list[SlotSender] = []
         self.waiting = 0                    # outs waiting for a keyframe
         self.last_pli = -PLI_INTERVAL
+        self.last_keyframe = -PLI_INTERVAL  # arrival of the last keyframe a slot was waiting for
+        self.switched_at = -PLI_INTERVAL    # when a slot last switched to this source
         self.muted = False
         self.packets = 0
         self.ssrc: int | None = line.remote_ssrcs[0] if line.remote_ssrcs else None
@@ -235,9 +240,17 @@ class Source:
             return True
         return False
 
-    def request_keyframe(self, now: float) -> bool:
-        """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago."""
-        if self.kind != "video" or self.ssrc is None or now - self.last_pli < PLI_INTERVAL:
+    def request_keyframe(self, now: float, strict: bool = False) -> bool:
+        """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago.  A slot
+        slot that switched to this source may ask again after KEYFRAME_AGAIN once the last
+        request was answered (a keyframe arrived since): it missed that keyframe, and waiting
+        out the second would freeze its picture.  ``strict``: held to PLI_INTERVAL (a
+        subscriber's own PLI/FIR; a slot that dropped packets on a full socket: a slow link must
+        not bring the source's keyframes, costly for everyone, more often)."""
+        if self.kind != "video" or self.ssrc is None:
+            return False
+        since = now - self.last_pli
+        if since < PLI_INTERVAL and (strict or self.last_keyframe < self.last_pli or since < KEYFRAME_AGAIN):
             return False
         ssrc = self.local_ssrc
         if self.endpoint.peer.send_rtcp(_PLI.pack(0x80, 201, 1, ssrc, 0x81, 206, 2, ssrc, self.ssrc)):
@@ -315,11 +328,15 @@ class Source:
                 return
             if self.waiting:
                 keyframe = vp8.is_keyframe(packet, off)
+                if keyframe:
+                    self.last_keyframe = arrival
             split = min(off + _VP8_HEAD, end)   # the descriptor (at most 6 bytes) goes with the header
             if layout[1] == 15 and layout[2] < 0 and layout[3] < 0:   # PictureID only: the fast path
                 pid = ((packet[layout[0]] & 0x7F) << 8) | packet[layout[0] + 1]
         elif self.waiting:
             keyframe = h264.is_keyframe(packet, off) if codec == "h264" else True
+            if keyframe:
+                self.last_keyframe = arrival
         frame = _Frame(b"\x80" + packet[1:12] + packet[off:split], memoryview(packet)[split:end], codec, keyframe,
                        layout, off, abs_send_time(arrival), seq, ts, ssrc, marker, pid)
         for out in outs:
@@ -452,6 +469,7 @@ class SlotSender:
             if self.kind == "video":
                 self.waiting_keyframe = True
                 source.waiting += 1
+                source.switched_at = now
                 source.request_keyframe(now)
 
     def _wait_for_keyframe(self, now: float) -> None:
@@ -461,7 +479,7 @@ class SlotSender:
             self.waiting_keyframe = True
             source.waiting += 1
             self.rewriter.switch()
-            source.request_keyframe(now)
+            source.request_keyframe(now, strict=True)
 
     def forward_video(self, frame: _Frame, now: float) -> None:
         if self.waiting_keyframe:
@@ -641,7 +659,7 @@ class Endpoint:
     def _keyframe_wanted(self, out_ssrc: int, now: float) -> None:
         slot = self.by_out_ssrc.get(out_ssrc)
         if slot is not None and slot.source is not None:
-            slot.source.request_keyframe(now)
+            slot.source.request_keyframe(now, strict=True)
 
     def _reports(self, blocks: Sequence[rtcp.ReportBlock], now: float) -> None:
         """Loss on the full-layer slots (main, chair) drives the layer choice."""
@@ -833,8 +851,8 @@ class RoomForwarder:
             self.on_change(speaker_changed, changed)
         for endpoint in self.endpoints.values():
             for source in endpoint.sources.values():
-                if source.waiting:
-                    source.request_keyframe(now)
+                if source.waiting:   # (lenient while a slot switched in after the last keyframe)
+                    source.request_keyframe(now, strict=source.switched_at <= source.last_keyframe)
         self.update_pauses(now)
         self.report_metrics()
 

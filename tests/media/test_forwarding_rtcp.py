@@ -164,3 +164,44 @@ async def test_a_subscriber_with_a_weak_link_gets_thumbnails_in_its_main_slot(
             assert complete(b.site.received["main"].seqs())
     finally:
         await close_all(chair, a, b)
+
+
+class _Peer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        self.sent.append(packet)
+        return True
+
+
+class _Endpoint:
+    def __init__(self) -> None:
+        self.peer = _Peer()
+        self.forwarder = type("F", (), {"stats": {"plis": 0}})()
+
+
+def test_keyframe_requests_one_per_second_while_unanswered_sooner_for_a_slot_that_missed_the_answer() -> None:
+    from media.forwarder import KEYFRAME_AGAIN, PLI_INTERVAL, Source
+    from media.rtc_adapter import MLine
+
+    line = MLine(index=1, mid="1", kind="video", direction="sendrecv", local_ssrc=1, local_rtx_ssrc=2,
+                 remote_ssrcs=(5,), remote_rtx={}, codecs=(), extensions={})
+    endpoint = _Endpoint()
+    source = Source(endpoint, "thumb", line)  # type: ignore[arg-type]
+    plis = endpoint.peer.sent
+    assert source.request_keyframe(10.0) and len(plis) == 1
+    # unanswered: nobody asks again within the interval, lenient or not
+    assert not source.request_keyframe(10.0 + KEYFRAME_AGAIN)
+    assert not source.request_keyframe(10.0 + PLI_INTERVAL * 0.9)
+    assert source.request_keyframe(10.0 + PLI_INTERVAL) and len(plis) == 2          # the retry
+    t = 10.0 + PLI_INTERVAL
+    source.last_keyframe = t + 0.05           # answered
+    # a slot that switched in after the answer: sooner, but not before KEYFRAME_AGAIN
+    assert not source.request_keyframe(t + KEYFRAME_AGAIN * 0.5)
+    assert not source.request_keyframe(t + KEYFRAME_AGAIN, strict=True)   # a subscriber's PLI: 1 s
+    assert source.request_keyframe(t + KEYFRAME_AGAIN) and len(plis) == 3
+    assert not source.request_keyframe(t + KEYFRAME_AGAIN * 2)              # unanswered again
+    assert endpoint.forwarder.stats["plis"] == 3
+    # each is a compound RR + PLI naming the publisher's SSRC
+    assert all(rtcp.parse_compound(p)[-1].media_ssrc == 5 for p in plis)  # type: ignore[union-attr]
