@@ -89,6 +89,7 @@ PUBLISHED = ("audio", "camera", "thumb", "screen")
 LAYER_UP_AFTER = 5.0        # seconds a recovered link must look good before full layers return
 LAYER_SETTLE = 10.0         # seconds after the start or a return to full layers before a low REMB drops them
 PAUSABLE = ("camera", "thumb")  # the screen share is the sharer's own choice: never paused
+GALLERY_SLACK = 2           # gallery hysteresis: a speaking occupant leaves below this many extra ranks
 PAUSE_HOLD = 3.0            # seconds a layer nobody receives keeps flowing before it is paused
 
 _AST = struct.Struct("!HHI")        # one-byte extension header + one abs-send-time element
@@ -129,7 +130,8 @@ def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *
                  view: RoomView | None = None) -> dict[str, str | None]:
     """Which participant feeds each of ``subscriber``'s slots.  ``loudest``: publishing
     participants, loudest first (speaking ones; the others follow in join order).  Sources
-    already in a gallery or audio slot keep their place (no needless switch).  ``view``: the
+    already in a gallery or audio slot keep their place (no needless switch); a speaking one
+    stays in the gallery while it ranks within GALLERY_SLACK places of the cut.  ``view``: the
     room's ``RoomView`` when assigning for many subscribers at once."""
     members = room.members
     view = view or RoomView(room)
@@ -149,7 +151,11 @@ def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *
     ranked = [p for p in loudest if p in present] + others
     gallery_wanted = [p for p in dict.fromkeys(ranked) if p not in (main, chair_id)]
     gallery_prev = [previous.get(f"gallery-{k}") for k in range(gallery_slots)]
-    gallery = stable_assignment(gallery_prev, gallery_wanted)
+    # A speaking site in the gallery keeps its place while it stays among the loudest
+    # gallery_slots + GALLERY_SLACK speakers: with more speakers than places, sites of about the
+    # same loudness would otherwise take turns (each turn a keyframe wait and a moving tile).
+    speaking = [p for p in dict.fromkeys(loudest) if p in present and p not in (main, chair_id)]
+    gallery = stable_assignment(gallery_prev, gallery_wanted, sticky=speaking[:gallery_slots + GALLERY_SLACK])
     audible = [p for p in ranked if not members[p].muted_by_chair]
     audio_wanted = ([main] if main is not None and main in audible and room.floor == main else []) + audible
     audio_prev = [previous.get(f"audio-{k}") for k in range(audio_slots)]

@@ -192,13 +192,17 @@ class SpeakerDetector(Generic[K]):
         return [k for _, k in ranked[:n]]
 
 
-def stable_assignment(previous: Sequence[K | None], wanted: Sequence[K]) -> list[K | None]:
+def stable_assignment(previous: Sequence[K | None], wanted: Sequence[K],
+                      sticky: Collection[K] = ()) -> list[K | None]:
     """Assign ``wanted`` sources to ``len(previous)`` slots so that a source already in a slot
     stays there (no switch, no keyframe wait); new sources take the freed slots in ``wanted``
     order; leftover slots become None.  Only the first ``len(previous)`` distinct wanted sources
-    get a slot."""
+    get a slot, except that a source in ``sticky`` already in a slot keeps it even when it ranks
+    lower (hysteresis: sources of about the same loudness do not take turns)."""
     ranked = list(dict.fromkeys(wanted))[:len(previous)]
     keep = set(ranked)
+    if sticky:
+        keep.update(k for k in previous if k is not None and k in sticky)
     out: list[K | None] = [k if k is not None and k in keep else None for k in previous]
     placed = {k for k in out if k is not None}
     free = (i for i, k in enumerate(out) if k is None)

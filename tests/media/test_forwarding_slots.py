@@ -55,6 +55,26 @@ def test_gallery_takes_the_others_speakers_first_and_keeps_places() -> None:
     assert gallery.index("s5") in (0, 2)
 
 
+def test_speakers_of_about_the_same_loudness_do_not_take_turns_in_the_gallery() -> None:
+    from media.forwarder import GALLERY_SLACK
+
+    room = room_of(("c", "chair"), *[(f"s{i}", "site") for i in range(10)])
+    room.set_floor("c", "s0")
+    speakers = ("s1", "s2", "s3", "s4", "s5")            # five speak, three gallery places
+    first = slots(room, "c", loudest=speakers, gallery=3)
+    gallery = [first[f"gallery-{k}"] for k in range(3)]
+    assert gallery == ["s1", "s2", "s3"]
+    # their order shuffles (the same loudness, noise decides): nobody moves
+    again = slots(room, "c", first, loudest=("s5", "s4", "s3", "s2", "s1"), gallery=3)
+    assert [again[f"gallery-{k}"] for k in range(3)] == gallery
+    # a place's speaker falls beyond the slack (or goes quiet): the loudest newcomer takes it
+    beyond = ("s5", "s4", "s2", "s3", *[f"s{i}" for i in range(6, 6 + GALLERY_SLACK)], "s1")
+    moved = slots(room, "c", first, loudest=beyond, gallery=3)
+    assert [moved[f"gallery-{k}"] for k in range(3)] == ["s5", "s2", "s3"]
+    quiet = slots(room, "c", first, loudest=("s4", "s2", "s3"), gallery=3)
+    assert [quiet[f"gallery-{k}"] for k in range(3)] == ["s4", "s2", "s3"]
+
+
 def test_audio_is_the_floor_then_the_loudest_and_never_a_muted_site() -> None:
     room = room_of(("c", "chair"), ("a", "site"), ("b", "site"), ("d", "site"))
     room.set_floor("c", "d")

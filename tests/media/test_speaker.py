@@ -162,6 +162,14 @@ def test_stable_assignment_keeps_sources_in_place() -> None:
     assert stable_assignment(["a", "b"], ["b", "a", "z"]) == ["a", "b"]
 
 
+def test_stable_assignment_keeps_sticky_sources_below_the_cut() -> None:
+    # b ranks third for two slots, but it is sticky and already placed: it stays, c waits
+    assert stable_assignment(["a", "b"], ["c", "a", "b"], sticky={"a", "b", "c"}) == ["a", "b"]
+    assert stable_assignment(["a", "b"], ["c", "a", "b"]) == ["a", "c"]        # without: c takes b's place
+    assert stable_assignment(["a", "x"], ["c", "a", "b"], sticky={"a", "b", "c"}) == ["a", "c"]  # x not sticky
+    assert stable_assignment([None, "b"], ["c", "a", "b"], sticky={"b"}) == ["c", "b"]
+
+
 def test_stable_assignment_only_counts_the_first_slots_wanted() -> None:
     # wanted is ranked: only its first len(previous) entries get slots
     assert stable_assignment(["a", None], ["z", "y", "a"]) == ["z", "y"]
