@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test browser-deps bench-quick clean
+.PHONY: run test install install-test build-deps browser-deps bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml setup.py media/_fastpath.c | $(BIN)/pyth
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-run: install
+run: build-deps install
 	$(BIN)/lienthong serve
 
 # Browser tests use Debian's Chromium and Firefox ESR (Playwright must not download its own browser here).
@@ -39,7 +39,17 @@ browser-deps:
 	  else echo "firefox-esr is not installed and this is not root: Firefox browser tests will be skipped"; fi; \
 	fi
 
-test: install-test browser-deps
+# media/_fastpath.c (the SFU's send path in C) needs a C compiler and Python's headers; without
+# them the install goes on and that path runs in Python (slower).  Installed first when root.
+build-deps:
+	@if ! command -v cc >/dev/null || [ ! -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing gcc and python3-dev to build media/_fastpath"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev >/dev/null; \
+	  else echo "no C compiler or Python headers: media/_fastpath is not built, the SFU sends from Python"; fi; \
+	fi
+
+test: build-deps install-test browser-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench-quick: install-test

@@ -246,11 +246,15 @@ def test_the_compiled_send_path_is_built_where_a_compiler_is() -> None:
     must end up with it (the Python path is the fallback for machines without one)."""
     import shutil
     import sysconfig
+    from pathlib import Path
 
     from media import rtc_adapter
 
-    if not shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc"):
-        pytest.skip("no C compiler here: the send path runs in Python")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(compiler):
+        pytest.skip(f"no C compiler ({compiler}) here: the send path runs in Python")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no Python headers here (Debian: python3-dev): the send path runs in Python")
     assert rtc_adapter._fastpath is not None, (
         "media._fastpath was not built although a C compiler is installed: see the output of "
         "`pip install -e .` (setup.py) for the compiler error")
