@@ -71,6 +71,15 @@ slow or dead link): the caller decides what a drop means (video: wait for a keyf
 checks per packet that aioice still nominates that pair (one dict lookup) and hands over to a
 slow path that rebuilds it otherwise (re-nomination, ICE restart, session closed).
 
+When ``media._fastpath`` is built (``setup.py``; optional), that send function is a C
+``Sender`` for the pair: it holds a duplicate of the socket's descriptor (closed when the pair
+changes, the agent is retired by an ICE restart, or the peer closes), the remote address as a
+``sockaddr``, and calls libsrtp's ``srtp_protect`` through the pointer pylibsrtp's cffi binding
+exports, on pylibsrtp's own session (the only other private use of pylibsrtp besides
+``_Srtp``).  ``send_rewritten(head, rest, b1, seq, ts, ssrc, pid_at, pid)`` (None until then, and
+without the C module) also writes the RTP header fields and a VP8 PictureID on the way: the
+forwarder's per-subscriber send in one C call.  ``tx_packets``/``tx_dropped`` count both paths.
+
 What aiortc still does: SDP, ICE connectivity checks and consent, DTLS handshake.  What it no
 longer does for hooked peers: RTCP reports, NACK/PLI/REMB, jitter buffer, RTX; the caller does
 them from the raw packets.  A relayed (TURN) selected pair is not supported by the sender (the
