@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -106,7 +107,7 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
         if (rc < 0)
             return -1;
     }
-    int dup_fd = dup(fd);
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);   /* not inherited by child processes */
     if (dup_fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
