@@ -11,7 +11,7 @@
  *     send_rewritten(head, rest, b1, seq, ts, ssrc, pid_at, pid) -> bool
  *         the same, after writing the RTP header's byte 1 (marker | payload type), sequence
  *         number, timestamp and SSRC, and (pid_at >= 0) a 15-bit VP8 PictureID (M bit set) at
- *         offset pid_at of the joined packet
+ *         offset pid_at of the head
  *
  * False means dropped: the nominated pair changed (the call is handed to ``slow`` instead, whose
  * result is returned), the packet does not fit, libsrtp refused it, or ``sendto`` failed (a full
@@ -135,23 +135,24 @@ Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* The Python objects a Sender owns, listed once for the GC's traverse and clear. */
+#define SENDER_OBJECTS(X) X(session) X(nominated) X(pair) X(slow)
+
 static int
 Sender_traverse(Sender *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->session);
-    Py_VISIT(self->nominated);
-    Py_VISIT(self->pair);
-    Py_VISIT(self->slow);
+#define VISIT(member) Py_VISIT(self->member);
+    SENDER_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int
 Sender_clear(Sender *self)
 {
-    Py_CLEAR(self->session);
-    Py_CLEAR(self->nominated);
-    Py_CLEAR(self->pair);
-    Py_CLEAR(self->slow);
+#define CLEAR(member) Py_CLEAR(self->member);
+    SENDER_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
@@ -169,7 +170,7 @@ Sender_dealloc(Sender *self)
 /* Copies head + rest into the buffer; returns the length, or -1 (too long: counted as dropped),
  * or -2 (Python error set). */
 static Py_ssize_t
-join(Sender *self, PyObject *head, PyObject *rest)
+join(Sender *self, PyObject *head, PyObject *rest, Py_ssize_t *head_len)
 {
     Py_buffer h, r;
     Py_ssize_t n;
@@ -180,6 +181,7 @@ join(Sender *self, PyObject *head, PyObject *rest)
         return -2;
     }
     n = h.len + r.len;
+    *head_len = h.len;
     if (n > BUFFER_SIZE || h.len < 12) {
         n = -1;
     } else {
@@ -231,7 +233,8 @@ Sender_send_parts(Sender *self, PyObject *const *args, Py_ssize_t nargs)
     int live = nominated(self);
     if (live <= 0)
         return live < 0 ? NULL : PyObject_CallFunctionObjArgs(self->slow, args[0], args[1], NULL);
-    Py_ssize_t n = join(self, args[0], args[1]);
+    Py_ssize_t head_len;
+    Py_ssize_t n = join(self, args[0], args[1], &head_len);
     if (n == -2)
         return NULL;
     if (n < 0) {
@@ -255,6 +258,22 @@ put32(unsigned char *p, unsigned long v)
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
     p[3] = (unsigned char)v;
+}
+
+/* Byte 1, seq, timestamp, SSRC and (pid_at >= 0) the PictureID, in a head of len bytes;
+ * -1 when they do not fit. */
+static int
+write_header(unsigned char *b, Py_ssize_t len, const unsigned long v[4], long pid_at, long pid)
+{
+    if (len < 12 || (pid_at >= 0 && pid_at + 2 > len))
+        return -1;
+    b[1] = (unsigned char)v[0];
+    put16(b + 2, v[1] & 0xFFFF);
+    put32(b + 4, v[2]);
+    put32(b + 8, v[3]);
+    if (pid_at >= 0)
+        put16(b + pid_at, 0x8000 | (pid & 0x7FFF));
+    return 0;
 }
 
 static PyObject *
@@ -284,37 +303,23 @@ Sender_send_rewritten(Sender *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *result, *buf = PyByteArray_FromObject(args[0]);
         if (buf == NULL)
             return NULL;
-        unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(buf);
-        Py_ssize_t blen = PyByteArray_GET_SIZE(buf);
-        if (blen < 12 || (pid_at >= 0 && pid_at + 2 > blen)) {
+        if (write_header((unsigned char *)PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), v, pid_at, pid) < 0) {
             Py_DECREF(buf);
             self->dropped++;
             Py_RETURN_FALSE;
         }
-        b[1] = (unsigned char)v[0];
-        put16(b + 2, v[1] & 0xFFFF);
-        put32(b + 4, v[2]);
-        put32(b + 8, v[3]);
-        if (pid_at >= 0)
-            put16(b + pid_at, 0x8000 | (pid & 0x7FFF));
         result = PyObject_CallFunctionObjArgs(self->slow, buf, args[1], NULL);
         Py_DECREF(buf);
         return result;
     }
-    Py_ssize_t n = join(self, args[0], args[1]);
+    Py_ssize_t head_len;
+    Py_ssize_t n = join(self, args[0], args[1], &head_len);
     if (n == -2)
         return NULL;
-    if (n < 0 || (pid_at >= 0 && pid_at + 2 > n)) {
+    if (n < 0 || write_header(self->buffer, head_len, v, pid_at, pid) < 0) {
         self->dropped++;
         Py_RETURN_FALSE;
     }
-    unsigned char *b = self->buffer;
-    b[1] = (unsigned char)v[0];
-    put16(b + 2, v[1] & 0xFFFF);
-    put32(b + 4, v[2]);
-    put32(b + 8, v[3]);
-    if (pid_at >= 0)
-        put16(b + pid_at, 0x8000 | (pid & 0x7FFF));
     return finish(self, n);
 }
 

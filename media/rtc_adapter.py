@@ -324,9 +324,9 @@ class _Srtp:
                 try:
                     sendto(protect(bytes(head) + bytes(rest)), addr)
                 except Exception:
-                    peer.tx_dropped += 1
+                    peer._tx_dropped += 1
                     return False
-                peer.tx_packets += 1
+                peer._tx_packets += 1
                 return True
             return send_parts_slow
         fn = self._lib.srtp_protect
@@ -340,20 +340,20 @@ class _Srtp:
             n1 = len(head)
             n = n1 + len(rest)
             if n > limit:
-                peer.tx_dropped += 1
+                peer._tx_dropped += 1
                 return False
             buffer[0:n1] = head
             buffer[n1:n] = rest
             length[0] = n
             if fn(ctx, cdata, length):
-                peer.tx_dropped += 1
+                peer._tx_dropped += 1
                 return False
             try:
                 sendto(view[:length[0]], addr)
             except OSError:  # BlockingIOError: the socket's send buffer is full (a slow or dead link)
-                peer.tx_dropped += 1
+                peer._tx_dropped += 1
                 return False
-            peer.tx_packets += 1
+            peer._tx_packets += 1
             return True
         return send_parts
 
@@ -636,21 +636,11 @@ class PacketPeer:
         compiled = self._compiled
         return self._tx_packets + (compiled.sent if compiled is not None else 0)
 
-    @tx_packets.setter
-    def tx_packets(self, value: int) -> None:
-        compiled = self._compiled
-        self._tx_packets = value - (compiled.sent if compiled is not None else 0)
-
     @property
     def tx_dropped(self) -> int:
         """Packets dropped on the way out (full socket buffer, no pair, too long)."""
         compiled = self._compiled
         return self._tx_dropped + (compiled.dropped if compiled is not None else 0)
-
-    @tx_dropped.setter
-    def tx_dropped(self, value: int) -> None:
-        compiled = self._compiled
-        self._tx_dropped = value - (compiled.dropped if compiled is not None else 0)
 
     def _drop_compiled(self) -> None:
         """Retire the compiled sender (its counts kept, its socket descriptor closed)."""
@@ -912,14 +902,14 @@ class PacketPeer:
             self._select_pair(agent._nominated.get(1))
         send = self._rtp_send
         if send is None or self._tx is None:
-            self.tx_dropped += 1
+            self._tx_dropped += 1
             return False
         try:
             send(packet)
         except Exception:  # BlockingIOError (backlog), OSError (closed), pylibsrtp.Error, ValueError
-            self.tx_dropped += 1
+            self._tx_dropped += 1
             return False
-        self.tx_packets += 1
+        self._tx_packets += 1
         return True
 
     def _send_parts_slow(self, head: bytes | bytearray, rest: Any) -> bool:
@@ -931,7 +921,7 @@ class PacketPeer:
             self._select_pair(pair)   # (a relayed pair gets no send function: logged once here)
         send = self._parts_send
         if send is None or self._tx is None:
-            self.tx_dropped += 1
+            self._tx_dropped += 1
             return False
         self.send_parts = send
         if self._compiled is not None:
@@ -945,14 +935,14 @@ class PacketPeer:
             self._select_pair(agent._nominated.get(1))
         send = self._rtcp_send
         if send is None or self._tx is None:
-            self.tx_dropped += 1
+            self._tx_dropped += 1
             return False
         try:
             send(packet)
         except Exception:
-            self.tx_dropped += 1
+            self._tx_dropped += 1
             return False
-        self.tx_packets += 1
+        self._tx_packets += 1
         return True
 
     # ---- ICE ----
