@@ -248,7 +248,7 @@ class Source:
 
     def request_keyframe(self, now: float, strict: bool = False) -> bool:
         """Send a PLI to the publisher unless one went out less than PLI_INTERVAL ago.  A slot
-        slot that switched to this source may ask again after KEYFRAME_AGAIN once the last
+        that switched to this source may ask again after KEYFRAME_AGAIN once the last
         request was answered (a keyframe arrived since): it missed that keyframe, and waiting
         out the second would freeze its picture.  ``strict``: held to PLI_INTERVAL (a
         subscriber's own PLI/FIR; a slot that dropped packets on a full socket: a slow link must

@@ -887,12 +887,11 @@ class PacketPeer:
         self._rtp_send = tx.sender(sendto, addr, rtcp=False)
         self._rtcp_send = tx.sender(sendto, addr, rtcp=True)
         assert self._ice is not None
-        self._parts_send = tx.parts_sender(self, sendto, addr, self._ice._nominated, pair)
+        nominated = self._ice._nominated
         if isinstance(sock, socket.socket):
-            compiled = tx.compiled_sender(self._send_parts_slow, sock, addr, self._ice._nominated, pair)
-            if compiled is not None:
-                self._compiled = compiled
-                self._parts_send = compiled.send_parts
+            self._compiled = tx.compiled_sender(self._send_parts_slow, sock, addr, nominated, pair)
+        self._parts_send = self._compiled.send_parts if self._compiled is not None else \
+            tx.parts_sender(self, sendto, addr, nominated, pair)
 
     def send_rtp(self, packet: bytes | bytearray) -> bool:
         """SRTP-protect and send one RTP packet now (bytes or bytearray; the packet is not
