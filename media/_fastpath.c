@@ -213,10 +213,13 @@ finish(Sender *self, Py_ssize_t n)
     Py_RETURN_TRUE;
 }
 
-/* 1: our pair is still nominated; 0: it is not (the call goes to slow); -1: error */
+/* 1: our pair is still nominated; 0: it is not (the call goes to slow); -1: error;
+ * -2: cleared */
 static int
 nominated(Sender *self)
 {
+    if (self->nominated == NULL)   /* cleared by the GC (tp_clear): nothing to send on */
+        return -2;
     PyObject *current = PyDict_GetItemWithError(self->nominated, self->one);  /* borrowed */
     if (current == self->pair)
         return 1;
@@ -231,6 +234,10 @@ Sender_send_parts(Sender *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int live = nominated(self);
+    if (live == -2) {
+        self->dropped++;
+        Py_RETURN_FALSE;
+    }
     if (live <= 0)
         return live < 0 ? NULL : PyObject_CallFunctionObjArgs(self->slow, args[0], args[1], NULL);
     Py_ssize_t head_len;
@@ -296,6 +303,10 @@ Sender_send_rewritten(Sender *self, PyObject *const *args, Py_ssize_t nargs)
     if (pid == -1 && PyErr_Occurred())
         return NULL;
     int live = nominated(self);
+    if (live == -2) {
+        self->dropped++;
+        Py_RETURN_FALSE;
+    }
     if (live <= 0) {
         if (live < 0)
             return NULL;
