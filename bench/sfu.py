@@ -477,10 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         ours: dict[str, Any] | None = None
         ours_all: dict[str, Any] | None = None
         ours_python: dict[str, Any] | None = None
-        compiled = importlib.util.find_spec("media._fastpath") is not None if sfu_available() is None else None
         trials: list[Trial] = []
         searched = False
         sfu_skipped = sfu_available()
+        compiled = importlib.util.find_spec("media._fastpath") is not None if sfu_skipped is None else None
         if sfu_skipped is None:
             progress(f"ours: 1 chair + {args.sites} sites")
             try:

@@ -129,7 +129,7 @@ def test_owns_a_duplicate_descriptor_until_closed(sockets: tuple[socket.socket, 
     assert (sender.sent, sender.dropped) == (1, 1)
 
 
-def test_a_full_socket_buffer_drops_without_blocking(sockets: tuple[socket.socket, socket.socket]) -> None:
+def test_sending_into_a_full_receiver_never_blocks_or_raises(sockets: tuple[socket.socket, socket.socket]) -> None:
     tx, rx = sockets
     tx.setblocking(False)
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
