@@ -4,7 +4,9 @@ Times (best of several ``timeit`` repeats, CPU time of this one process) every f
 forwarding path calls per packet, on a realistic 1200-byte VP8 packet and a 100-byte Opus
 packet, next to two peers measured in the same run: a plain 1200-byte ``bytearray`` copy (the
 floor of any per-subscriber rewrite) and aiortc's ``RtpPacket.parse`` + ``serialize`` (what
-the hot path must not use).  Progress on stderr; ONE JSON line on stdout with the µs figures
+the hot path must not use).  Also the cost of one whole-room slot reassignment at 35 and
+150 participants and its growth between the two (``slot_reassignment_scaling_150_over_35``:
+about 4.3 for a linear cost).  Progress on stderr; ONE JSON line on stdout with the µs figures
 and ``aiortc_rtppacket_ratio`` = aiortc parse+serialize / our per-subscriber video rewrite.
 On a loaded machine every figure rises together; compare the ratios.
 """
@@ -21,8 +23,10 @@ import timeit
 from collections.abc import Callable
 
 from media.bandwidth import LayerChooser
+from media.forwarder import RoomView, assign_slots
 from media.h264 import is_keyframe as h264_is_keyframe
 from media.packet_cache import PacketCache, ReceiveStats
+from media.room import Member, Room
 from media.rtcp import ReportBlock, build_nack, build_pli, build_rr, parse_compound
 from media.rtp_rewrite import SlotRewriter, audio_level, payload_offset
 from media.speaker import SpeakerDetector
@@ -32,6 +36,35 @@ EXT = b"\xbe\xde\x00\x02" + b"\x10\x9e\x22\x01\x02\x03\x00\x00"     # audio leve
 VP8 = b"\x90\xe0\x81\x23\x05\x40" + b"\x31\x02\x00" + b"\x00" * 1150  # 15-bit PictureID, TL0, TID
 VIDEO = struct.pack("!BBHII", 0x80, 96, 1000, 90000, 0x1111) + VP8    # as the forwarder sends on
 OPUS = struct.pack("!BBHII", 0x90, 111, 1000, 48000, 0x2222) + EXT + b"\x00" * 100
+
+
+def reassignment(participants: int) -> Callable[[], int]:
+    """One whole-room slot reassignment (what ``RoomForwarder.reassign`` computes when the
+    loudest sites change: every participant's slots from one ``RoomView``), 1 chair +
+    ``participants - 1`` sites, ten of them speaking in an order that changes every call."""
+    room = Room("bench")
+    room.members["c"] = Member("c", "c", "Chair", "chair")
+    for i in range(1, participants):
+        room.members[f"s{i}"] = Member(f"s{i}", f"s{i}", f"Site {i}", "site")
+    room.floor = "s1"
+    assignment: dict[str, dict[str, str | None]] = {}
+    speakers = [f"s{i}" for i in range(2, min(participants, 30))]
+    turn = itertools.count()
+
+    def reassign() -> int:
+        k = next(turn)
+        loudest = [speakers[(k * 7 + j * 3) % len(speakers)] for j in range(10)] if speakers else []
+        view = RoomView(room, loudest)
+        changed = 0
+        for pid in room.members:
+            previous = assignment.get(pid, {})
+            slots = assign_slots(room, pid, previous, gallery_slots=6, audio_slots=3, speaker=None,
+                                 loudest=loudest, view=view)
+            if slots != previous:
+                assignment[pid] = slots
+                changed += 1
+        return changed
+    return reassign
 
 
 def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
@@ -135,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         "receive_stats_on_packet": (stats_packet, number),
         "rtcp_parse_rr_pli_nack": (lambda: parse_compound(rtcp_in), max(1, number // 10)),
         "layer_chooser_update": (lambda: chooser.update(1.0, need_bps=1e6, estimate_bps=2e6), number),
+        # not per packet: per reassignment (up to 4/s while the loudest sites change)
+        "slot_reassignment_35_participants": (reassignment(35), max(1, number // 2000)),
+        "slot_reassignment_150_participants": (reassignment(150), max(1, number // 8000)),
     }
     try:
         from aiortc.rtp import RtpPacket
@@ -152,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     results["aiortc_rtppacket_ratio"] = round(peer / ours, 2) if peer and ours else None
     copy = results["peer_bytearray_copy_1200B_us"]
     results["video_rewrite_over_copy_ratio"] = round(ours / copy, 2) if ours and copy else None
+    small, large = results["slot_reassignment_35_participants_us"], results["slot_reassignment_150_participants_us"]
+    # 150/35 participants: about 4.3 when the cost grows linearly with the room, 18 if quadratic
+    results["slot_reassignment_scaling_150_over_35"] = round(large / small, 2) if small and large else None
     results["quick"] = args.quick
     print(json.dumps(results))
     return 0

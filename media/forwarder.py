@@ -54,7 +54,7 @@ import copy
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,38 @@ class ForwarderError(Exception):
 
 
 class RoomView:
-    """What every subscriber's assignment reads, computed once per reassignment."""
+    """What every subscriber's assignment reads, computed once per reassignment (one pass over
+    the room), so that assigning all N subscribers costs O(N) and not O(N^2): each subscriber
+    only reads the first few entries of these lists, skipping itself."""
 
-    __slots__ = ("publishers", "sharers")
+    __slots__ = ("publishers", "present", "sharers", "chair", "loudest", "ranked", "speaking", "audible")
 
-    def __init__(self, room: Room):
-        self.publishers = [m.id for m in room.members.values() if m.role != "observer"]
-        self.sharers = [m.id for m in room.members.values() if m.screen and m.role != "observer"]
+    def __init__(self, room: Room, loudest: Sequence[str] = ()):
+        members = room.members
+        self.publishers = [m.id for m in members.values() if m.role != "observer"]
+        self.present = set(self.publishers)
+        self.sharers = [m.id for m in members.values() if m.screen and m.role != "observer"]
+        chair = room.chair()
+        self.chair = chair.id if chair is not None else None
+        self.loudest = loudest
+        present = self.present
+        # the speaking publishers, loudest first; then everyone in join order, each once
+        self.speaking = [p for p in dict.fromkeys(loudest) if p in present]
+        self.ranked = list(dict.fromkeys(self.speaking + self.publishers))
+        self.audible = [p for p in self.ranked if not members[p].muted_by_chair]
+
+
+def _first(ranked: Sequence[str], n: int, skip: Collection[str | None]) -> list[str]:
+    """The first ``n`` entries of ``ranked`` that are not in ``skip``."""
+    out: list[str] = []
+    if n <= 0:
+        return out
+    for p in ranked:
+        if p not in skip:
+            out.append(p)
+            if len(out) == n:
+                break
+    return out
 
 
 def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *, gallery_slots: int,
@@ -132,32 +157,33 @@ def assign_slots(room: Room, subscriber: str, previous: dict[str, str | None], *
     participants, loudest first (speaking ones; the others follow in join order).  Sources
     already in a gallery or audio slot keep their place (no needless switch); a speaking one
     stays in the gallery while it ranks within GALLERY_SLACK places of the cut.  ``view``: the
-    room's ``RoomView`` when assigning for many subscribers at once."""
-    members = room.members
-    view = view or RoomView(room)
-    others = [p for p in view.publishers if p != subscriber]
-    present = set(others)
-    chair = room.chair()
-    chair_id = chair.id if chair is not None and chair.id != subscriber else None
+    room's ``RoomView`` for this ``loudest`` when assigning for many subscribers at once."""
+    if view is None or view.loudest is not loudest:
+        view = RoomView(room, loudest)
+    present = view.present
+    chair_id = view.chair if view.chair != subscriber else None
     main: str | None = None
-    if room.floor in present:
+    if room.floor in present and room.floor != subscriber:
         main = room.floor
-    elif speaker in present:
+    elif speaker in present and speaker != subscriber:
         main = speaker
-    elif previous.get("main") in present:
+    elif previous.get("main") in present and previous["main"] != subscriber:
         main = previous["main"]
     else:
-        main = next((o for o in others if o != chair_id), chair_id)
-    ranked = [p for p in loudest if p in present] + others
-    gallery_wanted = [p for p in dict.fromkeys(ranked) if p not in (main, chair_id)]
+        main = next((o for o in view.publishers if o != subscriber and o != chair_id), chair_id)
+    skip = (subscriber, main, chair_id)
+    gallery_wanted = _first(view.ranked, gallery_slots, skip)
     gallery_prev = [previous.get(f"gallery-{k}") for k in range(gallery_slots)]
     # A speaking site in the gallery keeps its place while it stays among the loudest
     # gallery_slots + GALLERY_SLACK speakers: with more speakers than places, sites of about the
     # same loudness would otherwise take turns (each turn a keyframe wait and a moving tile).
-    speaking = [p for p in dict.fromkeys(loudest) if p in present and p not in (main, chair_id)]
-    gallery = stable_assignment(gallery_prev, gallery_wanted, sticky=speaking[:gallery_slots + GALLERY_SLACK])
-    audible = [p for p in ranked if not members[p].muted_by_chair]
-    audio_wanted = ([main] if main is not None and main in audible and room.floor == main else []) + audible
+    sticky = _first(view.speaking, gallery_slots + GALLERY_SLACK, skip)
+    gallery = stable_assignment(gallery_prev, gallery_wanted, sticky=sticky)
+    # audio: the floor holder first (unless the chair muted it), then the loudest audible
+    floor_first = main is not None and room.floor == main and not room.members[main].muted_by_chair
+    audio_wanted = [main] if floor_first else []
+    audio_wanted += _first(view.audible, audio_slots - len(audio_wanted),
+                           (subscriber, main) if floor_first else (subscriber,))
     audio_prev = [previous.get(f"audio-{k}") for k in range(audio_slots)]
     audio = stable_assignment(audio_prev, audio_wanted)
     screen = next((p for p in view.sharers if p != subscriber), None)
@@ -997,7 +1023,7 @@ class RoomForwarder:
         if loudest is None:
             loudest = self.speakers.loudest(len(room.members), now)
         self._last_loudest = loudest
-        view = RoomView(room)
+        view = RoomView(room, loudest)
         changed: dict[str, dict[str, str | None]] = {}
         for pid in room.members:
             previous = self.assignment.get(pid, {})

@@ -92,6 +92,87 @@ def test_screen_slot_follows_who_shares() -> None:
     assert slots(room, "b")["screen"] == "a" and slots(room, "a")["screen"] is None
 
 
+def _assign_slots_spec(room: Room, subscriber: str, previous: dict[str, str | None], *, gallery_slots: int,
+                       audio_slots: int, speaker: str | None, loudest: list[str]) -> dict[str, str | None]:
+    """The assignment rule written out plainly, one subscriber at a time over the whole room
+    (what ``assign_slots`` did before it read a shared ``RoomView``): the specification the
+    faster version must match."""
+    from media.forwarder import GALLERY_SLACK
+    from media.speaker import stable_assignment
+
+    members = room.members
+    publishers = [m.id for m in members.values() if m.role != "observer"]
+    others = [p for p in publishers if p != subscriber]
+    present = set(others)
+    chair = room.chair()
+    chair_id = chair.id if chair is not None and chair.id != subscriber else None
+    if room.floor in present:
+        main = room.floor
+    elif speaker in present:
+        main = speaker
+    elif previous.get("main") in present:
+        main = previous["main"]
+    else:
+        main = next((o for o in others if o != chair_id), chair_id)
+    ranked = [p for p in loudest if p in present] + others
+    gallery_wanted = [p for p in dict.fromkeys(ranked) if p not in (main, chair_id)]
+    speaking = [p for p in dict.fromkeys(loudest) if p in present and p not in (main, chair_id)]
+    gallery = stable_assignment([previous.get(f"gallery-{k}") for k in range(gallery_slots)], gallery_wanted,
+                                sticky=speaking[:gallery_slots + GALLERY_SLACK])
+    audible = [p for p in ranked if not members[p].muted_by_chair]
+    audio_wanted = ([main] if main is not None and main in audible and room.floor == main else []) + audible
+    audio = stable_assignment([previous.get(f"audio-{k}") for k in range(audio_slots)], audio_wanted)
+    sharers = [m.id for m in members.values() if m.screen and m.role != "observer"]
+    out: dict[str, str | None] = {"main": main, "chair": chair_id,
+                                  "screen": next((p for p in sharers if p != subscriber), None)}
+    out.update({f"gallery-{k}": p for k, p in enumerate(gallery)})
+    out.update({f"audio-{k}": p for k, p in enumerate(audio)})
+    return out
+
+
+def test_assignment_for_a_whole_room_matches_the_rule_written_out_per_subscriber() -> None:
+    """``RoomForwarder.reassign`` assigns every subscriber from one ``RoomView`` (O(N) for a
+    room of N, not O(N^2)); over thousands of random rooms and speaker changes it must give
+    exactly what the plain per-subscriber rule gives, previous assignments included."""
+    import random
+
+    from media.forwarder import RoomView
+
+    rng = random.Random(20261206)
+    cases = 0
+    for _ in range(300):
+        n = rng.randint(1, 14)
+        roles = ["chair"] + [rng.choice(["site", "site", "site", "observer"]) for _ in range(n - 1)]
+        if rng.random() < 0.1:
+            roles[0] = "site"                    # a room without a chair
+        room = Room("r")
+        for i, role in enumerate(roles):
+            room.members[f"p{i}"] = Member(f"p{i}", f"s{i}", f"Site {i}", role,  # type: ignore[arg-type]
+                                           screen=rng.random() < 0.15, muted_by_chair=rng.random() < 0.2)
+        ids = list(room.members) + ["gone"]      # names that are no longer (or never were) members
+        gallery, audio = rng.randint(0, 7), rng.randint(0, 4)
+        assignment: dict[str, dict[str, str | None]] = {}
+        for _step in range(6):
+            room.floor = rng.choice([None, None, *ids])
+            speaker = rng.choice([None, *ids])
+            loudest = rng.sample(ids, rng.randint(0, len(ids))) + rng.sample(ids, rng.randint(0, 2))  # repeats too
+            view = RoomView(room, loudest)
+            for pid in room.members:
+                previous = assignment.get(pid, {})
+                if rng.random() < 0.2:           # a stale or foreign previous assignment
+                    previous = {**previous, "main": rng.choice(ids), f"gallery-{rng.randint(0, 7)}": rng.choice(ids)}
+                want = _assign_slots_spec(room, pid, previous, gallery_slots=gallery, audio_slots=audio,
+                                          speaker=speaker, loudest=loudest)
+                got = assign_slots(room, pid, previous, gallery_slots=gallery, audio_slots=audio,
+                                   speaker=speaker, loudest=loudest, view=view)
+                assert got == want, (roles, pid, previous, room.floor, speaker, loudest, gallery, audio)
+                assert got == assign_slots(room, pid, previous, gallery_slots=gallery, audio_slots=audio,
+                                           speaker=speaker, loudest=loudest)   # without a shared view
+                assignment[pid] = got
+                cases += 1
+    assert cases > 5000
+
+
 # ---- over aiortc ----
 
 async def test_the_active_speaker_takes_the_main_slot(service: media.MediaService) -> None:
