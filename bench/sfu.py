@@ -37,7 +37,11 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   ``janus_cpu_ratio`` = ours / Janus CPU per forwarded packet, else null and ``janus_skipped``
   says why.
 * **Reference** (full runs only, ``bench._sfu_reference``): a lean SRTP forwarder without ICE,
-  DTLS or RTCP; the per-packet floor, not the SFU; ``reference_*`` fields.
+  DTLS or RTCP; the per-packet floor, not the SFU; ``reference_*`` fields.  Where
+  ``media._fastpath`` is built, again with its per-subscriber step in C (one call per outgoing
+  packet: little besides the kernel's UDP work and SRTP, which every forwarder pays):
+  ``reference_compiled_us_per_packet``, ``reference_compiled_janus_ratio`` (that floor / Janus,
+  same run) and ``sfu_over_reference_compiled``.
 
 ``--quick`` (under a minute): shorter windows, no size search (``max_sites_one_core`` is the
 measured S when it held, a lower bound: ``max_sites_one_core_searched`` false), smaller Janus,
@@ -245,8 +249,10 @@ async def _measure_reference(pid_port: Any, fixture: fixtures.MediaFixture, publ
     }
 
 
-def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: int, warmup: float, window: float) -> dict[str, Any]:
-    """Lean forwarder in its own process: each source packet to every subscriber."""
+def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: int, warmup: float, window: float,
+                  compiled: bool = False) -> dict[str, Any]:
+    """Lean forwarder in its own process: each source packet to every subscriber (``compiled``:
+    its per-subscriber step through ``media._fastpath``)."""
 
     async def go() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -257,7 +263,7 @@ def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: 
         direct = _Counter(sent, lambda s: s)
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_sfu_reference.run, args=(child, [t.get_extra_info("sockname") for t in transports], 0), daemon=True)
+        proc = ctx.Process(target=_sfu_reference.run, args=(child, [t.get_extra_info("sockname") for t in transports], 0, compiled), daemon=True)
         proc.start()
         try:
             port = await loop.run_in_executor(None, parent.recv)
@@ -422,6 +428,15 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         result["reference_forwarder_us_per_packet"] = _r(ref["cpu_us_per_packet"], 2)
         result["reference_added_latency_ms_p50"] = _r(ref["latency_ms_p50"] - ref["direct_latency_ms_p50"], 3)
         result["reference_added_latency_ms_p99"] = _r(ref["latency_ms_p99"] - ref["direct_latency_ms_p99"], 3)
+        floor = ref.get("compiled")
+        if floor:
+            # receive + unprotect once, then one C call per outgoing packet (header, protect,
+            # sendto): little besides the kernel's UDP work and SRTP, which every forwarder pays
+            us_floor = floor["cpu_us_per_packet"]
+            result["reference_compiled_us_per_packet"] = _r(us_floor, 2)
+            result["reference_compiled_janus_ratio"] = (_r(us_floor / janus["cpu_us_per_packet"], 3)
+                                                        if janus and janus.get("cpu_us_per_packet") else None)
+            result["sfu_over_reference_compiled"] = _r(us / us_floor, 3) if us and us_floor else None
     result["params"] = params
     return result
 
@@ -526,11 +541,17 @@ def main(argv: list[str] | None = None) -> int:
 
         ref: dict[str, Any] | None = None
         if not quick:
-            ref_pubs, ref_subs = 8, 20
+            # each packet to 8 subscribers: the meeting's own fan-out (forwarded / published
+            # packets, ~8.2 at S=34 with the default slots), so its per-packet floor compares
+            ref_pubs, ref_subs = 8, 8
             params.update(reference_publishers=ref_pubs, reference_subscribers=ref_subs)
             progress(f"reference lean forwarder: {ref_pubs} publisher(s) x {ref_subs} subscriber(s)")
             ref = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window)
             progress(f"reference lean forwarder: {ref}")
+            if _sfu_reference.compiled_available():
+                progress("reference lean forwarder, per-subscriber step compiled (media._fastpath)")
+                ref["compiled"] = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window, compiled=True)
+                progress(f"reference lean forwarder, compiled: {ref['compiled']}")
 
     params["janus_sites"] = janus_sites if janus else None
     params["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import pytest
 from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket, unpack_header_extensions
@@ -185,6 +186,54 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
                 "added_latency_ms_p99", "mediarelay_cpu_ratio", "janus_cpu_ratio"):
         assert none[key] is None
     assert none["sfu_skipped"] == "why" and none["janus_skipped"] == "no janus"
+    ref = {"cpu_us_per_packet": 8.0, "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "direct_latency_ms_p50": 0.5,
+           "direct_latency_ms_p99": 1.0, "compiled": {"cpu_us_per_packet": 5.0}}
+    with_ref = assemble(ours, None, trials, True, relay, 100.0, janus, None, ref, {})
+    assert with_ref["reference_forwarder_us_per_packet"] == 8.0 and with_ref["reference_compiled_us_per_packet"] == 5.0
+    assert with_ref["reference_compiled_janus_ratio"] == 0.125 and with_ref["sfu_over_reference_compiled"] == 2.0
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+async def test_reference_forwarder_rewrites_protects_and_sends_to_every_subscriber(compiled: bool) -> None:
+    """bench/_sfu_reference.py over loopback: one SRTP packet in, one per subscriber out, each
+    with its own sequence numbers and SSRC, the payload and timestamp untouched."""
+    import asyncio
+
+    from pylibsrtp import Policy
+
+    from bench import _sfu_reference as reference
+
+    if compiled and not reference.compiled_available():
+        pytest.skip("media._fastpath is not built (no C compiler)")
+    loop = asyncio.get_running_loop()
+    inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue(), asyncio.Queue()]
+
+    class Inbox(asyncio.DatagramProtocol):
+        def __init__(self, queue: asyncio.Queue[bytes]) -> None:
+            self.queue = queue
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.queue.put_nowait(data)
+
+    subs = [(await loop.create_datagram_endpoint(lambda q=q: Inbox(q), local_addr=("127.0.0.1", 0)))[0]  # type: ignore[misc]
+            for q in inboxes]
+    fwd_transport, _ = await loop.create_datagram_endpoint(
+        lambda: reference._Forwarder([t.get_extra_info("sockname") for t in subs], compiled), local_addr=("127.0.0.1", 0))
+    sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        protect = reference.session(Policy.SSRC_ANY_OUTBOUND).protect
+        unprotect = [reference.session(Policy.SSRC_ANY_INBOUND).unprotect for _ in subs]
+        payloads = [bytes([n]) * (100 + n) for n in range(3)]
+        for n, payload in enumerate(payloads):
+            packet = struct.pack("!BBHII", 0x80, 0x80 | 96, 500 + n, 9000 * n, 0x1234) + payload
+            sender.sendto(protect(packet), fwd_transport.get_extra_info("sockname"))
+        for i, queue in enumerate(inboxes):
+            for n, payload in enumerate(payloads):
+                got = unprotect[i](await asyncio.wait_for(queue.get(), 5))
+                assert got == struct.pack("!BBHII", 0x80, 0x80 | 96, n, 9000 * n, 0x1234 ^ (i + 1)) + payload
+    finally:
+        for t in (*subs, fwd_transport, sender):
+            t.close()
 
 
 # ---- the SFU child process and its control pipe (bench/_sfu_ours.py) ----
