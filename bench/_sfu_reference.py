@@ -33,24 +33,24 @@ def session(direction: int) -> Session:
 
 
 def compiled_available() -> bool:
-    try:
-        from media import _fastpath  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from media import rtc_adapter
+
+    return rtc_adapter._fastpath is not None
 
 
-def _compiled_sender(out: Session, fd: int, addr: tuple[str, int]) -> Any:
-    from pylibsrtp._binding import ffi, lib
+def _compiled_sender(out: Session, sock: Any, addr: tuple[str, int]) -> Any:
+    """The SFU's own compiled sender (``media.rtc_adapter`` builds it: pylibsrtp's internals
+    stay there) on ``out``, for a fixed destination: its "nominated pair" never changes."""
+    from media import rtc_adapter
 
-    from media import _fastpath
-
-    def slow(head: Any, rest: Any) -> bool:   # never: the "nomination" below does not change
+    def slow(head: Any, rest: Any) -> bool:
         raise AssertionError("the reference forwarder's sender has no slow path")
 
     pair = object()
-    return _fastpath.Sender(int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
-                            int(ffi.cast("uintptr_t", out._srtp[0])), out, fd, addr, {1: pair}, pair, slow)
+    sender = rtc_adapter._Srtp(out).compiled_sender(slow, sock, addr, {1: pair}, pair)
+    if sender is None:
+        raise RuntimeError("media._fastpath is not built")
+    return sender
 
 
 class _Forwarder(asyncio.DatagramProtocol):
@@ -66,8 +66,8 @@ class _Forwarder(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self.compiled:
-            fd = transport.get_extra_info("socket").fileno()
-            self.senders = [(_compiled_sender(out, fd, addr), i) for out, addr, i in self.outbound]
+            sock = transport.get_extra_info("socket")
+            self.senders = [(_compiled_sender(out, sock, addr), i) for out, addr, i in self.outbound]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.compiled:
