@@ -35,7 +35,9 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   namespace): the same meeting (1 chair + S sites; 6 sites in quick runs), each site one full
   video track (Janus has no thumbnail layer) subscribed in main + chair + gallery slots.
   ``janus_cpu_ratio`` = ours / Janus CPU per forwarded packet, else null and ``janus_skipped``
-  says why.
+  says why.  Full runs measure the main meeting and Janus's again, alternately
+  (``--janus-pairs``, default 3 pairs with the first runs): ``janus_cpu_ratio`` is then the
+  median of the pairs' ratios, ``janus_cpu_ratio_pairs`` lists [ours µs, Janus µs, ratio].
 * **Reference** (full runs only, ``bench._sfu_reference``): a lean SRTP forwarder without ICE,
   DTLS or RTCP; the per-packet floor, not the SFU; ``reference_*`` fields.  Where
   ``media._fastpath`` is built, again with its per-subscriber step in C (one call per outgoing
@@ -56,6 +58,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -345,9 +348,12 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
              relay: dict[str, Any], video_packets_per_s: float, janus: dict[str, Any] | None,
              janus_skipped: str | None, ref: dict[str, Any] | None, params: dict[str, Any],
              ours_all: dict[str, Any] | None = None, ours_python: dict[str, Any] | None = None,
-             compiled: bool | None = None) -> dict[str, Any]:
-    """The benchmark's one JSON object (pure: testable without running anything)."""
+             compiled: bool | None = None, janus_pairs: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+    """The benchmark's one JSON object (pure: testable without running anything).
+    ``janus_pairs``: (ours, Janus) µs per packet of meetings measured one right after the
+    other; with more than one pair, ``janus_cpu_ratio`` is the median of their ratios."""
     us = ours.get("sfu_cpu_us_per_packet") if ours else None
+    pair_ratios = [o / j for o, j in janus_pairs or () if o and j]
     # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
     ours_cores_per_stream = us * 1e-6 * video_packets_per_s if us else None
     limited = sorted((t.sites, t.limited_by) for t in trials if t.limited_by)
@@ -363,7 +369,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         "added_latency_ms_p50": _r(ours.get("added_latency_ms_p50"), 3) if ours else None,
         "added_latency_ms_p99": _r(ours.get("added_latency_ms_p99"), 3) if ours else None,
         "mediarelay_cpu_ratio": _r(relay["cpu_cores_per_stream"] / ours_cores_per_stream, 1) if ours_cores_per_stream else None,
-        "janus_cpu_ratio": _r(us / janus["cpu_us_per_packet"], 3) if us and janus and janus.get("cpu_us_per_packet") else None,
+        "janus_cpu_ratio": (_r(statistics.median(pair_ratios), 3) if len(pair_ratios) > 1 else
+                            _r(us / janus["cpu_us_per_packet"], 3) if us and janus and janus.get("cpu_us_per_packet") else None),
         "sfu_skipped": sfu_skipped,
         "janus_skipped": janus_skipped,
     }
@@ -420,6 +427,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
     result["mediarelay_received_fps_per_stream"] = _r(relay["received_fps_per_stream"], 1)
     if janus:
         result["janus_cpu_us_per_packet"] = _r(janus["cpu_us_per_packet"], 2)
+        if len(pair_ratios) > 1:
+            result["janus_cpu_ratio_pairs"] = [[_r(o, 2), _r(j, 2), _r(o / j, 3)] for o, j in janus_pairs or () if o and j]
         result["janus_forwarded_packets_per_s"] = _r(janus["forwarded_packets_per_s"], 0)
         result["janus_received_fps_per_video_stream"] = _r(janus.get("received_fps_per_video_stream"), 1)
         result["janus_sites"] = janus.get("sites")
@@ -434,11 +443,39 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             # sendto): little besides the kernel's UDP work and SRTP, which every forwarder pays
             us_floor = floor["cpu_us_per_packet"]
             result["reference_compiled_us_per_packet"] = _r(us_floor, 2)
-            result["reference_compiled_janus_ratio"] = (_r(us_floor / janus["cpu_us_per_packet"], 3)
-                                                        if janus and janus.get("cpu_us_per_packet") else None)
+            janus_us = statistics.median([j for _, j in janus_pairs]) if janus_pairs else \
+                janus.get("cpu_us_per_packet") if janus else None
+            result["reference_compiled_janus_ratio"] = _r(us_floor / janus_us, 3) if janus_us else None
             result["sfu_over_reference_compiled"] = _r(us / us_floor, 3) if us and us_floor else None
     result["params"] = params
     return result
+
+
+def alternate_with_janus(args: argparse.Namespace, ours: dict[str, Any] | None, janus: dict[str, Any] | None,
+                         fixture: fixtures.MediaFixture, thumb: fixtures.MediaFixture, janus_sites: int, warmup: float,
+                         window: float, peer_warmup: float, peer_window: float,
+                         server_cpu: int | None) -> list[tuple[float, float]] | None:
+    """The machine is shared and its speed drifts over minutes: measure the main meeting and
+    Janus's again, one right after the other, ``args.janus_pairs`` pairs in all (the first pair
+    is the runs already made)."""
+    if not ours or not janus or not ours.get("sfu_cpu_us_per_packet") or not janus.get("cpu_us_per_packet"):
+        return None
+    pairs = [(ours["sfu_cpu_us_per_packet"], janus["cpu_us_per_packet"])]
+    for k in range(2, args.janus_pairs + 1):
+        progress(f"alternating with Janus, pair {k}/{args.janus_pairs}: ours")
+        try:
+            again = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu,
+                             obey_layers=not args.all_layers)
+            progress(f"alternating with Janus, pair {k}/{args.janus_pairs}: Janus")
+            other = _sfu_janus.run_janus(fixture, sites=janus_sites, warmup=peer_warmup, window=peer_window,
+                                         progress=progress, cpu=server_cpu)
+        except Exception as exc:   # the first pair stands; say why there are no more
+            progress(f"alternating with Janus: stopped after {len(pairs)} pair(s): {type(exc).__name__}: {exc}")
+            break
+        pairs.append((again["sfu_cpu_us_per_packet"], other["cpu_us_per_packet"]))
+        progress(f"alternating with Janus, pair {k}: ours {pairs[-1][0]:.2f} us, Janus {pairs[-1][1]:.2f} us, "
+                 f"ratio {pairs[-1][0] / pairs[-1][1]:.3f}")
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=34, help="sites besides the chair (default 34)")
     parser.add_argument("--no-janus", action="store_true", help="do not measure Janus VideoRoom even if installed")
     parser.add_argument("--no-search", action="store_true", help="measure S only; no search for the largest S")
+    parser.add_argument("--janus-pairs", type=int, default=3,
+                        help="full runs: measure ours and Janus alternately this many times (median ratio; default 3)")
     parser.add_argument("--all-layers", action="store_true",
                         help="sites ignore the SFU's requests to pause unwatched layers (every layer flows)")
     args = parser.parse_args(argv)
@@ -538,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
                 janus_skipped = str(exc)
         if janus_skipped:
             progress(f"Janus: skipped: {janus_skipped}")
+        janus_pairs = alternate_with_janus(args, ours, janus, fixture, thumb, janus_sites, warmup, window, peer_warmup,
+                                           peer_window, server_cpu) if not quick else None
 
         ref: dict[str, Any] | None = None
         if not quick:
@@ -556,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     params["janus_sites"] = janus_sites if janus else None
     params["elapsed_s"] = round(time.monotonic() - started, 1)
     result = assemble(ours, sfu_skipped, trials, searched, relay, fixture.video_packets_per_s, janus, janus_skipped, ref, params,
-                      ours_all, ours_python, compiled)
+                      ours_all, ours_python, compiled, janus_pairs)
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 

@@ -191,6 +191,13 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     with_ref = assemble(ours, None, trials, True, relay, 100.0, janus, None, ref, {})
     assert with_ref["reference_forwarder_us_per_packet"] == 8.0 and with_ref["reference_compiled_us_per_packet"] == 5.0
     assert with_ref["reference_compiled_janus_ratio"] == 0.125 and with_ref["sfu_over_reference_compiled"] == 2.0
+    # alternating pairs: the median of the pairs' ratios (not the ratio of medians, not the first pair)
+    pairs = [(10.0, 40.0), (12.0, 20.0), (9.0, 30.0)]
+    alternated = assemble(ours, None, trials, True, relay, 100.0, janus, None, ref, {}, janus_pairs=pairs)
+    assert alternated["janus_cpu_ratio"] == 0.3 and alternated["janus_cpu_ratio_pairs"][1] == [12.0, 20.0, 0.6]
+    assert alternated["reference_compiled_janus_ratio"] == 0.167    # 5 us / the median Janus (30 us)
+    single = assemble(ours, None, trials, True, relay, 100.0, janus, None, None, {}, janus_pairs=pairs[:1])
+    assert single["janus_cpu_ratio"] == 0.25 and "janus_cpu_ratio_pairs" not in single
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
