@@ -353,7 +353,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
     ``janus_pairs``: (ours, Janus) µs per packet of meetings measured one right after the
     other; with more than one pair, ``janus_cpu_ratio`` is the median of their ratios."""
     us = ours.get("sfu_cpu_us_per_packet") if ours else None
-    pair_ratios = [o / j for o, j in janus_pairs or () if o and j]
+    pairs = [(o, j) for o, j in janus_pairs or () if o and j]
+    pair_ratios = [o / j for o, j in pairs]
     # Ours per forwarded 640x360 stream: our CPU per packet x that stream's packet rate.
     ours_cores_per_stream = us * 1e-6 * video_packets_per_s if us else None
     limited = sorted((t.sites, t.limited_by) for t in trials if t.limited_by)
@@ -428,7 +429,7 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
     if janus:
         result["janus_cpu_us_per_packet"] = _r(janus["cpu_us_per_packet"], 2)
         if len(pair_ratios) > 1:
-            result["janus_cpu_ratio_pairs"] = [[_r(o, 2), _r(j, 2), _r(o / j, 3)] for o, j in janus_pairs or () if o and j]
+            result["janus_cpu_ratio_pairs"] = [[_r(o, 2), _r(j, 2), _r(o / j, 3)] for o, j in pairs]
         result["janus_forwarded_packets_per_s"] = _r(janus["forwarded_packets_per_s"], 0)
         result["janus_received_fps_per_video_stream"] = _r(janus.get("received_fps_per_video_stream"), 1)
         result["janus_sites"] = janus.get("sites")
@@ -443,7 +444,7 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
             # sendto): little besides the kernel's UDP work and SRTP, which every forwarder pays
             us_floor = floor["cpu_us_per_packet"]
             result["reference_compiled_us_per_packet"] = _r(us_floor, 2)
-            janus_us = statistics.median([j for _, j in janus_pairs]) if janus_pairs else \
+            janus_us = statistics.median([j for _, j in pairs]) if pairs else \
                 janus.get("cpu_us_per_packet") if janus else None
             result["reference_compiled_janus_ratio"] = _r(us_floor / janus_us, 3) if janus_us else None
             result["sfu_over_reference_compiled"] = _r(us / us_floor, 3) if us and us_floor else None
