@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test build-deps browser-deps bench-quick clean
+.PHONY: run test install install-test build-deps browser-deps bench-deps bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,20 @@ build-deps:
 	  else echo "no C compiler or Python headers: media/_fastpath is not built, the SFU sends from Python"; fi; \
 	fi
 
-test: build-deps install-test browser-deps
+# bench.sfu's all-C floor forwarder (bench/_sfu_floor.c) links Debian's libsrtp2, Janus's own;
+# its test and the benchmark's reference_c_* figures are skipped, saying so, without it.
+bench-deps: build-deps
+	@if [ ! -f /usr/include/srtp2/srtp.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing libsrtp2-dev for the benchmark's all-C floor forwarder"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsrtp2-dev >/dev/null; \
+	  else echo "libsrtp2-dev is not installed and this is not root: the all-C floor forwarder is skipped"; fi; \
+	fi
+
+test: build-deps bench-deps install-test browser-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench-quick: install-test
+bench-quick: bench-deps install-test
 	$(BIN)/python -m bench.sfu --quick
 	$(BIN)/python -m bench.mail --quick
 

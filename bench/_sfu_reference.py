@@ -18,7 +18,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing.connection
 import os
+import shutil
 import struct
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pylibsrtp import Policy, Session
@@ -36,6 +40,33 @@ def compiled_available() -> bool:
     from media import rtc_adapter
 
     return rtc_adapter._fastpath is not None
+
+
+FLOOR_SOURCE = Path(__file__).with_name("_sfu_floor.c")
+_native: Path | None = None
+
+
+def native_skipped() -> str | None:
+    """Why the all-C floor (``_sfu_floor.c``) cannot be built here, or None."""
+    if shutil.which("cc") is None:
+        return "no C compiler (cc)"
+    if not Path("/usr/include/srtp2/srtp.h").exists():
+        return "libsrtp2 headers missing (Debian: apt-get install libsrtp2-dev)"
+    return None
+
+
+def native_binary() -> Path:
+    """Build ``_sfu_floor.c`` once per process into a temporary directory; its path."""
+    global _native
+    if _native is None or not _native.exists():
+        reason = native_skipped()
+        if reason:
+            raise RuntimeError(reason)
+        out = Path(tempfile.mkdtemp(prefix="lienthong-floor-")) / "sfu_floor"
+        subprocess.run(["cc", "-O2", "-o", str(out), str(FLOOR_SOURCE), "-lsrtp2"], check=True,
+                       capture_output=True, text=True)
+        _native = out
+    return _native
 
 
 def _compiled_sender(out: Session, sock: Any, addr: tuple[str, int]) -> Any:

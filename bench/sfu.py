@@ -43,7 +43,12 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   ``media._fastpath`` is built, again with its per-subscriber step in C (one call per outgoing
   packet: little besides the kernel's UDP work and SRTP, which every forwarder pays):
   ``reference_compiled_us_per_packet``, ``reference_compiled_janus_ratio`` (that floor / Janus,
-  same run) and ``sfu_over_reference_compiled``.
+  same run) and ``sfu_over_reference_compiled``.  Where a C compiler and libsrtp2's headers
+  exist (``make bench-deps``), the same forwarder with nothing in Python
+  (``bench/_sfu_floor.c``: recvmmsg, libsrtp, then ``sendto`` per packet, and again with one
+  ``sendmmsg`` per subscriber per wake-up): ``reference_c_us_per_packet``,
+  ``reference_c_janus_ratio``, ``reference_c_sendmmsg_*``, ``sfu_over_reference_c``; else
+  ``reference_c_skipped`` says why.
 
 ``--quick`` (under a minute): shorter windows, no size search (``max_sites_one_core`` is the
 measured S when it held, a lower bound: ``max_sites_one_core_searched`` false), smaller Janus,
@@ -253,9 +258,10 @@ async def _measure_reference(pid_port: Any, fixture: fixtures.MediaFixture, publ
 
 
 def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: int, warmup: float, window: float,
-                  compiled: bool = False) -> dict[str, Any]:
+                  compiled: bool = False, native: str | None = None) -> dict[str, Any]:
     """Lean forwarder in its own process: each source packet to every subscriber (``compiled``:
-    its per-subscriber step through ``media._fastpath``)."""
+    its per-subscriber step through ``media._fastpath``; ``native``: the all-C floor
+    ``bench/_sfu_floor.c`` built by :func:`_sfu_reference.native_binary`, in that send mode)."""
 
     async def go() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -264,9 +270,12 @@ def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: 
         subs = [_Counter(sent, lambda s, i=i: s ^ (i + 1)) for i in range(subscribers)]
         transports = [(await loop.create_datagram_endpoint(lambda c=c: c, local_addr=("127.0.0.1", 0)))[0] for c in subs]  # type: ignore[misc]
         direct = _Counter(sent, lambda s: s)
+        addrs = [t.get_extra_info("sockname") for t in transports]
+        if native:
+            return await _run_native(native, addrs, subs, direct, transports)
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_sfu_reference.run, args=(child, [t.get_extra_info("sockname") for t in transports], 0, compiled), daemon=True)
+        proc = ctx.Process(target=_sfu_reference.run, args=(child, addrs, 0, compiled), daemon=True)
         proc.start()
         try:
             port = await loop.run_in_executor(None, parent.recv)
@@ -277,6 +286,28 @@ def run_reference(fixture: fixtures.MediaFixture, publishers: int, subscribers: 
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            for t in transports:
+                t.close()
+
+    async def _run_native(mode: str, addrs: list[tuple[str, int]], subs: list[_Counter], direct: _Counter,
+                          transports: list[Any]) -> dict[str, Any]:
+        binary = _sfu_reference.native_binary()
+        proc = await asyncio.create_subprocess_exec(str(binary), mode, *(f"{h}:{p}" for h, p in addrs),
+                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            if hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(proc.pid, {0})
+            assert proc.stdout is not None
+            port = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+            return await _measure_reference((proc.pid, port), fixture, publishers, warmup, window, subs, direct)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
             for t in transports:
                 t.close()
 
@@ -438,16 +469,28 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         result["reference_forwarder_us_per_packet"] = _r(ref["cpu_us_per_packet"], 2)
         result["reference_added_latency_ms_p50"] = _r(ref["latency_ms_p50"] - ref["direct_latency_ms_p50"], 3)
         result["reference_added_latency_ms_p99"] = _r(ref["latency_ms_p99"] - ref["direct_latency_ms_p99"], 3)
+        janus_us = statistics.median([j for _, j in pairs]) if pairs else \
+            janus.get("cpu_us_per_packet") if janus else None
         floor = ref.get("compiled")
         if floor:
             # receive + unprotect once, then one C call per outgoing packet (header, protect,
             # sendto): little besides the kernel's UDP work and SRTP, which every forwarder pays
             us_floor = floor["cpu_us_per_packet"]
             result["reference_compiled_us_per_packet"] = _r(us_floor, 2)
-            janus_us = statistics.median([j for _, j in pairs]) if pairs else \
-                janus.get("cpu_us_per_packet") if janus else None
             result["reference_compiled_janus_ratio"] = _r(us_floor / janus_us, 3) if janus_us else None
             result["sfu_over_reference_compiled"] = _r(us / us_floor, 3) if us and us_floor else None
+        # the same forwarder with nothing in Python (bench/_sfu_floor.c): sendto() per packet as
+        # the SFU's sender does, and sendmmsg() per subscriber per wake-up, the least a kernel
+        # UDP forwarder can spend.  Its ratio to Janus says whether "half of Janus" is reachable.
+        for mode, name in (("sendto", "reference_c"), ("sendmmsg", "reference_c_sendmmsg")):
+            native = (ref.get("native") or {}).get(mode)
+            if native:
+                us_c = native["cpu_us_per_packet"]
+                result[f"{name}_us_per_packet"] = _r(us_c, 2)
+                result[f"{name}_janus_ratio"] = _r(us_c / janus_us, 3) if janus_us else None
+                result[f"sfu_over_{name}"] = _r(us / us_c, 3) if us and us_c else None
+        if ref.get("native_skipped"):
+            result["reference_c_skipped"] = ref["native_skipped"]
     result["params"] = params
     return result
 
@@ -594,6 +637,19 @@ def main(argv: list[str] | None = None) -> int:
                 progress("reference lean forwarder, per-subscriber step compiled (media._fastpath)")
                 ref["compiled"] = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window, compiled=True)
                 progress(f"reference lean forwarder, compiled: {ref['compiled']}")
+            ref["native_skipped"] = _sfu_reference.native_skipped()
+            if ref["native_skipped"] is None:
+                ref["native"] = {}
+                for mode in ("sendto", "sendmmsg"):
+                    progress(f"reference lean forwarder, all in C (bench/_sfu_floor.c), {mode}")
+                    try:
+                        ref["native"][mode] = run_reference(fixture, ref_pubs, ref_subs, min(warmup, 2.0), window, native=mode)
+                    except Exception as exc:   # a measuring stick, not the SFU: say so and go on
+                        ref["native_skipped"] = f"{mode}: {type(exc).__name__}: {exc}"
+                        break
+                    progress(f"reference lean forwarder, all in C, {mode}: {ref['native'][mode]}")
+            else:
+                progress(f"reference lean forwarder, all in C: skipped: {ref['native_skipped']}")
 
     params["janus_sites"] = janus_sites if janus else None
     params["elapsed_s"] = round(time.monotonic() - started, 1)

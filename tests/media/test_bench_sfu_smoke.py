@@ -196,6 +196,14 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     alternated = assemble(ours, None, trials, True, relay, 100.0, janus, None, ref, {}, janus_pairs=pairs)
     assert alternated["janus_cpu_ratio"] == 0.3 and alternated["janus_cpu_ratio_pairs"][1] == [12.0, 20.0, 0.6]
     assert alternated["reference_compiled_janus_ratio"] == 0.167    # 5 us / the median Janus (30 us)
+    # the all-C floor, both send modes, against the median Janus of the pairs
+    ref_c = dict(ref, native={"sendto": {"cpu_us_per_packet": 6.0}, "sendmmsg": {"cpu_us_per_packet": 4.5}})
+    with_c = assemble(ours, None, trials, True, relay, 100.0, janus, None, ref_c, {}, janus_pairs=pairs)
+    assert with_c["reference_c_us_per_packet"] == 6.0 and with_c["reference_c_janus_ratio"] == 0.2
+    assert with_c["reference_c_sendmmsg_janus_ratio"] == 0.15 and with_c["sfu_over_reference_c"] == 1.667
+    assert "reference_c_skipped" not in with_c and "reference_c_us_per_packet" not in with_ref
+    skipped = assemble(ours, None, trials, True, relay, 100.0, janus, None, dict(ref, native_skipped="no cc"), {})
+    assert skipped["reference_c_skipped"] == "no cc" and "reference_c_janus_ratio" not in skipped
     single = assemble(ours, None, trials, True, relay, 100.0, janus, None, None, {}, janus_pairs=pairs[:1])
     assert single["janus_cpu_ratio"] == 0.25 and "janus_cpu_ratio_pairs" not in single
 
@@ -240,6 +248,66 @@ async def test_reference_forwarder_rewrites_protects_and_sends_to_every_subscrib
                 assert got == struct.pack("!BBHII", 0x80, 0x80 | 96, n, 9000 * n, 0x1234 ^ (i + 1)) + payload
     finally:
         for t in (*subs, fwd_transport, sender):
+            t.close()
+
+
+@pytest.mark.parametrize("mode", ["sendto", "connected", "sendmmsg"])
+async def test_all_c_floor_forwarder_rewrites_protects_and_sends_to_every_subscriber(mode: str) -> None:
+    """bench/_sfu_floor.c, built here, in each send mode: the same contract as the Python
+    reference forwarder (own seq and SSRC per subscriber, timestamp and payload untouched),
+    and a packet that does not authenticate is dropped, not forwarded."""
+    import asyncio
+
+    from pylibsrtp import Policy
+
+    from bench import _sfu_reference as reference
+
+    reason = reference.native_skipped()
+    if reason:
+        pytest.skip(f"the all-C floor cannot be built here: {reason}")
+    loop = asyncio.get_running_loop()
+    inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue() for _ in range(3)]
+
+    class Inbox(asyncio.DatagramProtocol):
+        def __init__(self, queue: asyncio.Queue[bytes]) -> None:
+            self.queue = queue
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.queue.put_nowait(data)
+
+    subs = [(await loop.create_datagram_endpoint(lambda q=q: Inbox(q), local_addr=("127.0.0.1", 0)))[0]  # type: ignore[misc]
+            for q in inboxes]
+    addrs = [f"{h}:{p}" for h, p in (t.get_extra_info("sockname") for t in subs)]
+    proc = await asyncio.create_subprocess_exec(str(reference.native_binary()), mode, *addrs,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        protect = reference.session(Policy.SSRC_ANY_OUTBOUND).protect
+        unprotect = [reference.session(Policy.SSRC_ANY_INBOUND).unprotect for _ in subs]
+        payloads = [bytes([n]) * (100 + 300 * n) for n in range(4)]
+        for n, payload in enumerate(payloads):
+            packet = struct.pack("!BBHII", 0x80, 0x80 | 96, 65534 + n & 0xFFFF, 9000 * n, 0x1234 + n % 2) + payload
+            protected = protect(packet)
+            if n == 2:   # tampered on the way: fails authentication, so nobody gets it
+                sender.sendto(protected[:-1] + bytes([protected[-1] ^ 1]), ("127.0.0.1", port))
+            sender.sendto(protected, ("127.0.0.1", port))
+        for i, queue in enumerate(inboxes):
+            counts = {0x1234: 0, 0x1235: 0}
+            for n, payload in enumerate(payloads):
+                ssrc = 0x1234 + n % 2
+                got = unprotect[i](await asyncio.wait_for(queue.get(), 5))
+                assert got == struct.pack("!BBHII", 0x80, 0x80 | 96, counts[ssrc], 9000 * n, ssrc ^ (i + 1)) + payload
+                counts[ssrc] += 1
+            await asyncio.sleep(0.05)
+            assert queue.empty()
+    finally:
+        sender.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0   # its input closed: it stops by itself
+        for t in subs:
             t.close()
 
 
