@@ -73,6 +73,23 @@ def test_receiver_and_sender_hooks_exist() -> None:
     assert "self._rtx_ssrc = " in inspect.getsource(rtcrtpsender.RTCRtpSender.__init__), "RTCRtpSender._rtx_ssrc is gone"
 
 
+async def test_receiver_bandwidth_estimator_hook_exists() -> None:
+    """The adapter drops each receiver's unused RemoteBitrateEstimator (1000 GC-tracked bucket
+    objects per video m-line) by its private name: an upgrade that renames it must fail here."""
+    source = inspect.getsource(rtcrtpreceiver.RTCRtpReceiver)
+    assert "self.__remote_bitrate_estimator = RemoteBitrateEstimator()" in source, \
+        "RTCRtpReceiver no longer builds __remote_bitrate_estimator: check rtc_adapter._RECEIVER_ESTIMATOR"
+    assert "if self.__remote_bitrate_estimator is not None:" in source, \
+        "RTCRtpReceiver no longer tolerates a None estimator: the adapter must not set it to None"
+    from media.rtc_adapter import _RECEIVER_ESTIMATOR
+
+    pc = RTCPeerConnection()
+    try:
+        assert getattr(pc.addTransceiver("video").receiver, _RECEIVER_ESTIMATOR) is not None
+    finally:
+        await pc.close()
+
+
 def test_aioice_hooks_exist() -> None:
     _require_attr(aioice.ice, "StunProtocol", "aioice.ice")
     _require_attr(aioice.ice, "server_reflexive_candidate", "aioice.ice")
@@ -209,6 +226,11 @@ async def test_loopback_packets_both_ways_without_decoding_or_parsing(monkeypatc
 
         assert parsed == [], "RtpPacket.parse ran on the packet path"
         assert not [t.name for t in threading.enumerate() if t.name.endswith("-decoder")], "a decoder thread started"
+        # no receiver keeps aiortc's bandwidth estimator (1000 bucket objects each) nobody feeds
+        from media.rtc_adapter import _RECEIVER_ESTIMATOR
+
+        receivers = [t.receiver for peer in (client, server) for t in peer.pc.getTransceivers()]
+        assert len(receivers) == 6 and all(getattr(r, _RECEIVER_ESTIMATOR) is None for r in receivers)
     finally:
         await client.close()
         await server.close()
