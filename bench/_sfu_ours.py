@@ -141,6 +141,9 @@ class _Server:
 async def _serve(conn: multiprocessing.connection.Connection, gallery: int, audio_slots: int) -> None:
     server = _Server(conn, gallery, audio_slots)
     await server.service.start()
+    from lienthong.app import freeze_startup_objects
+
+    freeze_startup_objects()   # as `lienthong serve` does once started
     loop = asyncio.get_running_loop()
     loop.add_reader(conn.fileno(), server.on_readable)
     conn.send(("ready", os.getpid()))
