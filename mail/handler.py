@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import formatdate
 from collections.abc import Callable
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 

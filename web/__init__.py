@@ -13,7 +13,6 @@ import argparse
 import logging
 import secrets
 import ssl
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 

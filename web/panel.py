@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from web import auth, keys
 from web.audit import audit
 from web.errors import ApiError
 from web.i18n import LANGUAGES, Translator
-from web.units import KINDS, _EMAIL, tree_rows
+from web.units import _EMAIL, tree_rows
 
 log = logging.getLogger("web.panel")
 HERE = Path(__file__).parent

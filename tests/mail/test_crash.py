@@ -89,7 +89,6 @@ async def test_kill_9_during_load_loses_nothing_acked(tmp_path: Path, workers: i
     sink = Sink("127.0.0.9", sink_port)
     await sink.start()
     cfg = _config(tmp_path, workers, separate_delivery)
-    state = str(tmp_path / "state")
     subprocess.run([sys.executable, "-m", "lienthong", "mail", "agency", "add", "bo-dttg", "--domain", "dttg.gov.vn",
                     "--next-hop", f"127.0.0.9:{sink_port}", "--config", str(cfg)], env=_env(), check=True,
                    capture_output=True)
