@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import mail
 import web
 from lienthong.config import Config, ConfigError, load_config
 from lienthong.logs import setup_logging
 
-Handler = Callable[[argparse.Namespace, Config], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]
 
 
 def build_parser() -> argparse.ArgumentParser:

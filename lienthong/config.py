@@ -142,7 +142,7 @@ def _convert(tp: Any, value: Any, key: str, where: str, errors: list[str]) -> An
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             errors.append(f"{where}: {key}: expected a table, got {value!r}")
-            return tp()
+            return typing.cast(Any, tp)()
         return _build(tp, value, key, where, errors)
     if origin is list:
         (inner,) = typing.get_args(tp)
@@ -217,7 +217,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{where}: not valid TOML: {e}"]) from None
     errors = []
-    cfg = _build(Config, data, "", where, errors)
+    cfg = typing.cast(Config, _build(Config, data, "", where, errors))
     if errors:
         raise ConfigError(errors)
     cfg.source = str(Path(path).resolve())

@@ -88,11 +88,12 @@ def build_dsn(env: Envelope, original: bytes, recipients: list[Recipient], actio
         blocks.append(block)
     status = Message()
     status["Content-Type"] = "message/global-delivery-status" if env.smtputf8 else "message/delivery-status"
-    status.set_payload(blocks)
-    msg.attach(status)
+    status.set_payload(blocks)  # type: ignore[arg-type]  # (typeshed: list is invariant; any Message list works)
+    msg.attach(status)  # type: ignore[arg-type]  # (a compat32 Message part, on purpose: its exact bytes)
 
     headers_only = env.ret == "HDRS" or action != "failed"
     body = original.split(b"\r\n\r\n", 1)[0] + b"\r\n" if headers_only else original
+    returned: Message
     if original.isascii():
         returned = EmailMessage()
         if headers_only:
@@ -108,5 +109,5 @@ def build_dsn(env: Envelope, original: bytes, recipients: list[Recipient], actio
         returned["Content-Type"] = "message/global-headers" if headers_only else "message/global"
         returned["Content-Transfer-Encoding"] = "base64"
         returned.set_payload(base64.encodebytes(body).decode("ascii"))
-    msg.attach(returned)
+    msg.attach(returned)  # type: ignore[arg-type]  # (EmailMessage or a compat32 Message, as above)
     return msg.as_bytes()

@@ -199,7 +199,10 @@ class DeliveryWorker:
             q.state = "running"
             task = asyncio.create_task(self._attempt(q), name=f"deliver-{queue_id}")
             self._running[queue_id] = task
-            task.add_done_callback(lambda t, i=queue_id: self._attempt_done(i))
+            task.add_done_callback(functools.partial(self._attempt_done_callback, queue_id))
+
+    def _attempt_done_callback(self, queue_id: str, task: asyncio.Task[None]) -> None:
+        self._attempt_done(queue_id)
 
     def _attempt_done(self, queue_id: str) -> None:
         task = self._running.pop(queue_id, None)

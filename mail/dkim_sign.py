@@ -52,5 +52,5 @@ class DkimSigner:
         present = {line.split(b":", 1)[0].strip().lower() for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
                    if b":" in line and not line[:1].isspace()}
         headers = [h for h in SIGNED_HEADERS if h in present]
-        return dkim.sign(message, self.selector.encode(), domain.encode(), key, include_headers=headers,
-                         linesep=b"\r\n")
+        return bytes(dkim.sign(message, self.selector.encode(), domain.encode(), key, include_headers=headers,
+                               linesep=b"\r\n"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def retry_delay(attempt: int, first: float, cap: float) -> float:
     """Delay after failed attempt number ``attempt`` (1-based): first, 2·first, 4·first, ... ≤ cap."""
-    return min(cap, first * (2 ** max(0, attempt - 1)))
+    return float(min(cap, first * (2 ** max(0, attempt - 1))))
 
 
 def next_retry_at(attempt: int, now: float, received_at: float, first: float, cap: float,

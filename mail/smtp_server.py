@@ -195,7 +195,7 @@ class _BoundMethods(dict):  # type: ignore[type-arg]
         super().__init__(functions)
         self._obj = obj
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         f = dict.get(self, name)
         return default if f is None else f.__get__(self._obj)
 
@@ -323,7 +323,7 @@ class RelaySMTP(SMTP):
         if self.loop.time() < self._deadline:
             self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
             return
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # (aiosmtpd is untyped)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         m = _PLAIN_ADDRESS.match(arg)
@@ -363,7 +363,7 @@ class RelaySMTP(SMTP):
         problem = ("too_big", REPLY_TOO_BIG) if raw is None else data_problem(raw)
         if problem is not None:
             self._metrics.rejected.labels(problem[0]).inc()
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(problem[1])
             return
         assert raw is not None
@@ -371,7 +371,7 @@ class RelaySMTP(SMTP):
         self.envelope.content = content
         self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
     async def smtp_AUTH(self, arg: str) -> None:

@@ -250,8 +250,8 @@ def run_event_loop(main: Any) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        return int(asyncio.run(main))
+    return int(uvloop.run(main))
 
 
 if __name__ == "__main__":

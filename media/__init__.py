@@ -351,9 +351,9 @@ class MediaService:
             for p in participants.values():
                 p._push({"type": "speaker", "participant": room.speaker})
         for pid, slots in changed.items():
-            p = participants.get(pid)
-            if p is not None:
-                p._push({"type": "slots", "slots": dict(slots)})
+            target = participants.get(pid)
+            if target is not None:
+                target._push({"type": "slots", "slots": dict(slots)})
 
     def _layers_changed(self, room_id: str, participant_id: str, paused: list[str]) -> None:
         p = self._participants.get(room_id, {}).get(participant_id)

@@ -112,9 +112,9 @@ from aiortc.rtcicetransport import candidate_to_aioice
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 try:  # the per-subscriber send in C (setup.py builds it when a compiler is at hand)
-    from media import _fastpath
+    from media import _fastpath  # type: ignore[attr-defined]  # (a C extension: no stubs)
 except ImportError:  # pragma: no cover - the same steps run in Python (_Srtp.parts_sender)
-    _fastpath = None  # type: ignore[assignment]
+    _fastpath = None
 
 if TYPE_CHECKING:
     from media.config import MediaConfig
@@ -251,7 +251,7 @@ class _Srtp:
     def __init__(self, session: Any):
         self.session = session
         try:
-            from pylibsrtp._binding import ffi, lib
+            from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # (cffi, no stubs)
             self._ffi = ffi
             self._buffer = session._buffer
             self._cdata = session._cdata
@@ -512,13 +512,13 @@ async def _bind_udp(loop: asyncio.AbstractEventLoop, factory: Callable[[], _Pack
                     address: str, port_min: int, port_max: int) -> tuple[asyncio.DatagramTransport,
                                                                         _PacketProtocol]:
     if (port_min, port_max) == (0, 0):
-        return await loop.create_datagram_endpoint(factory, local_addr=(address, 0))  # type: ignore[return-value]
+        return await loop.create_datagram_endpoint(factory, local_addr=(address, 0))
     ports = list(range(port_min, port_max + 1))
     start = random.randrange(len(ports))
     last: OSError | None = None
     for port in ports[start:] + ports[:start]:
         try:
-            return await loop.create_datagram_endpoint(factory, local_addr=(address, port))  # type: ignore[return-value]
+            return await loop.create_datagram_endpoint(factory, local_addr=(address, port))
         except OSError as exc:
             last = exc
     raise OSError(f"no free UDP port in {port_min}-{port_max} on {address}: {last}")
@@ -808,7 +808,7 @@ class PacketPeer:
                       clock_rate=c.clockRate, channels=c.channels, parameters=dict(c.parameters),
                       feedback=tuple(f"{fb.type} {fb.parameter}" if fb.parameter else fb.type
                                      for fb in c.rtcpFeedback))
-                for c in t._codecs)
+                for c in t._codecs if c.payloadType is not None)
             extensions = {e.uri: e.id for e in t._headerExtensions}
             lines.append(MLine(index=index, mid=t.mid, kind=t.kind, direction=t.currentDirection,
                                local_ssrc=t.sender._ssrc, local_rtx_ssrc=t.sender._rtx_ssrc,
@@ -891,7 +891,7 @@ class PacketPeer:
             limit = self.max_backlog
 
             def sendto(data: Any, addr: tuple[str, int]) -> None:
-                if transport.get_write_buffer_size() > limit:
+                if transport.get_write_buffer_size() > limit:  # type: ignore[attr-defined]
                     raise BlockingIOError
                 transport.sendto(bytes(data), addr)
         addr = pair.remote_addr
@@ -1011,6 +1011,8 @@ class PacketPeer:
                 _fingerprints(description.media[0]) != _fingerprints(known.media[0]):
             return None
         ice = description.media[0].ice
+        if ice is None:   # no ICE credentials: not an ICE restart we can answer
+            return None
         remote_now = self._remote_credentials(known)
         if (ice.usernameFragment, ice.password) == remote_now:
             return self._current_answer or local.sdp
@@ -1051,6 +1053,8 @@ class PacketPeer:
             raise ValueError("no ICE restart offered")
         description = aiortc_sdp.SessionDescription.parse(strip_mdns_candidates(answer_sdp))
         ice = description.media[0].ice
+        if ice is None:
+            raise ValueError("the answer carries no ICE credentials")
         agent.remote_username, agent.remote_password = ice.usernameFragment, ice.password
         for c in description.media[0].ice_candidates:
             with contextlib.suppress(ValueError):

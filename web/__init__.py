@@ -94,7 +94,7 @@ class WebService:
         site = aioweb.TCPSite(self.runner, self.config.web.host, self.config.web.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server  # the bound port when configured as 0
-        self.port = server.sockets[0].getsockname()[1] if server is not None else self.config.web.port  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1] if server is not None else self.config.web.port  # type: ignore[attr-defined]
         log.info("panel listening", extra={"url": self.url})
         print(f"Liên thông is running: open {self.url}/", flush=True)
         if first_password:

@@ -76,4 +76,4 @@ def meeting_ics(m: IcsMeeting, product: str = "-//Lien thong//Meetings//VI") -> 
         ev.add("recurrence-id", original.astimezone(m.tz))
         cal.add_component(ev)
     cal.add_missing_timezones()
-    return cal.to_ical()
+    return bytes(cal.to_ical())

@@ -488,7 +488,7 @@ async def calendar_occurrences(request: web.Request, first: dt.date, last: dt.da
     tz = _tz(request)
     start = dt.datetime.combine(first, dt.time(), tz)
     end = dt.datetime.combine(last, dt.time(), tz)
-    out = []
+    out: list[tuple[Occurrence, Meeting]] = []
     for m in await request.app[keys.STORE].meetings.overlapping(start, end, unit_ids=await _unit_ids(request)):
         out.extend((o, m) for o in occurrences_between(m, start, end))
     return sorted(out, key=lambda i: (i[0].start, i[1].id))
@@ -647,12 +647,16 @@ async def cancel_submit(request: web.Request) -> web.StreamResponse:
 async def move_submit(request: web.Request) -> web.StreamResponse:
     m = await _meeting_or_404(request)
     form = await request.post()
-    start_date = form.get("start_date") or form.get("date", "")
-    end_date = form.get("end_date") or start_date
+    def text(key: str) -> str:   # a file upload under a field's name counts as empty
+        value = form.get(key, "")
+        return value if isinstance(value, str) else ""
+
+    start_date = text("start_date") or text("date")
+    end_date = text("end_date") or start_date
     try:
-        await _move_occurrence(request, m, str(form.get("occurrence", "")),
-                               {"start": f"{start_date}T{form.get('start_time', '')}",
-                                "end": f"{end_date}T{form.get('end_time', '')}"})
+        await _move_occurrence(request, m, text("occurrence"),
+                               {"start": f"{start_date}T{text('start_time')}",
+                                "end": f"{end_date}T{text('end_time')}"})
     except ApiError as e:
         if e.status != 400:
             raise

@@ -51,7 +51,7 @@ LOGINS: web.AppKey[Counter] = web.AppKey("web_logins", Counter)
 # -- rendering -----------------------------------------------------------------------------
 
 def tr(request: web.Request) -> Translator:
-    return request[keys.TR]  # type: ignore[no-any-return]
+    return request[keys.TR]
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
@@ -92,10 +92,10 @@ def error_response(request: web.Request, status: int, code: str, message: str,
 def choose_language(request: web.Request) -> str:
     q = request.query.get("lang")
     if q in LANGUAGES:
-        return q  # type: ignore[return-value]
+        return q
     cookie = request.cookies.get(LANG_COOKIE)
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     return request.app[keys.CONFIG].general.language
 
 
@@ -120,7 +120,7 @@ async def panel_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
                     form = await request.post()
                 auth.check_csrf(request, form)
-            response = await handler(request)
+            response: web.StreamResponse = await handler(request)
         except ApiError as e:
             response = error_response(request, e.status, e.code, request[keys.TR].t(e.message_key, **e.args_), e.headers)
         except web.HTTPException as e:
@@ -209,8 +209,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/login?flash=logout")
-    if request.get(keys.USER):
-        await audit(request, "logout", f"account:{request[keys.USER].username}")
+    user = request.get(keys.USER)
+    if user is not None:
+        await audit(request, "logout", f"account:{user.username}")
     await auth.end_session(request, response)
     raise response
 
@@ -426,11 +427,10 @@ async def api_accounts(request: web.Request) -> web.Response:
 @auth.require("system_admin")
 async def api_accounts_post(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    fields = {k: body.get(k) for k in ("username", "password", "role", "unit_id")}
-    if not all(isinstance(fields[k], str) for k in ("username", "password", "role")):
+    username, password, role, unit_id = (body.get(k) for k in ("username", "password", "role", "unit_id"))
+    if not (isinstance(username, str) and isinstance(password, str) and isinstance(role, str)):
         raise ApiError(400, "bad_field", "error.bad_request", detail="username, password, role")
-    account = await create_account(request, fields["username"], fields["password"], fields["role"],
-                                   fields["unit_id"] if isinstance(fields["unit_id"], str) else None)
+    account = await create_account(request, username, password, role, unit_id if isinstance(unit_id, str) else None)
     return web.json_response(account.as_json(), status=201)
 
 
@@ -474,7 +474,7 @@ async def api_me_patch(request: web.Request) -> web.Response:
 
 
 @auth.require()
-async def api_me_password(request: web.Request) -> web.Response:
+async def api_me_password(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     user = auth.require_user(request)
     problem = _password_problem(request, user, str(body.get("current", "")), str(body.get("new", "")), None)

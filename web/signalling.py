@@ -93,9 +93,13 @@ async def meeting_page(request: web.Request) -> web.Response:
         "ping_seconds": request.app[TIMERS]["ping_seconds"],
         "refused": None if refusal is None else {"code": refusal.code, "message": refusal.message(lang)},
     }
+
+    def t(key: str, **params: Any) -> str:
+        text = strings.get(key, key)
+        return text.format(**params) if params else text
+
     html = request.app[TEMPLATES].get_template("meeting.html").render(
-        lang=lang, other_lang="en" if lang == "vi" else "vi", static_url=static_url(request.app),
-        t=lambda key, **params: strings.get(key, key).format(**params) if params else strings.get(key, key),
+        lang=lang, other_lang="en" if lang == "vi" else "vi", static_url=static_url(request.app), t=t,
         # </script> cannot appear inside the JSON: escape the slash of every "</".
         config_json=json.dumps(page, ensure_ascii=False).replace("</", "<\\/"),
         refused=page["refused"])
@@ -395,7 +399,8 @@ assert set(MEDIA_HANDLERS) == {"offer", "answer", "ice", "leave", "media_state",
 
 async def _close_all(app: web.Application) -> None:
     """Server shutdown: every page learns why its WebSocket closes."""
-    for conn in list(app[CONNECTIONS]):
+    connections: set[SignallingConnection] = app[CONNECTIONS]
+    for conn in list(connections):
         await conn.send_json(server_message("closed", reason="server_closing",
                                             message=load_catalog(conn.lang)["meeting.server_closing"]))
         await conn.close(CLOSE_SERVER_CLOSING, "server_closing")

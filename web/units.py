@@ -56,15 +56,15 @@ def parse_units(text: str, where: str) -> tuple[list[Unit], dict[str, str]]:
         raise UnitsError(errors)
     units: dict[str, Unit] = {}
     hashes: dict[str, str] = {}
-    for i, e in enumerate(entries):
+    for i, entry in enumerate(entries):
         key = f"unit[{i}]"
-        if not isinstance(e, dict):
+        if not isinstance(entry, dict):
             errors.append(f"{where}: {key}: expected a table")
             continue
-        for k in e:
+        for k in entry:
             if k not in _KEYS:
                 errors.append(f"{where}: {key}.{k}: unknown key (known: {', '.join(sorted(_KEYS))})")
-        uid = e.get("id")
+        uid = entry.get("id")
         if not isinstance(uid, str) or not _ID.match(uid):
             errors.append(f"{where}: {key}.id: expected lowercase letters, digits and '-', got {uid!r}")
             continue
@@ -72,27 +72,27 @@ def parse_units(text: str, where: str) -> tuple[list[Unit], dict[str, str]]:
         if uid in units:
             errors.append(f"{where}: {key}.id: expected a unique id, {uid!r} appears twice")
             continue
-        name = e.get("name")
+        name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             errors.append(f"{where}: {key}.name: expected a non-empty string")
             name = ""
-        name_en = e.get("name_en", "")
+        name_en = entry.get("name_en", "")
         if not isinstance(name_en, str):
             errors.append(f"{where}: {key}.name_en: expected a string")
             name_en = ""
-        kind = e.get("kind")
+        kind = entry.get("kind")
         if kind not in KINDS:
             errors.append(f"{where}: {key}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-        parent = e.get("parent", "")
+        parent = entry.get("parent", "")
         if not isinstance(parent, str):
             errors.append(f"{where}: {key}.parent: expected a unit id or \"\"")
             parent = ""
-        emails = e.get("emails", [])
+        emails = entry.get("emails", [])
         if not isinstance(emails, list) or not all(isinstance(m, str) and _EMAIL.match(m) for m in emails):
             errors.append(f"{where}: {key}.emails: expected a list of e-mail addresses, got {emails!r}")
             emails = []
         units[uid] = Unit(uid, parent or None, name, name_en, str(kind), list(emails), i)
-        hashes[uid] = hashlib.sha256(json.dumps(e, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+        hashes[uid] = hashlib.sha256(json.dumps(entry, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
     for u in units.values():
         if u.parent_id is not None and u.parent_id not in units:
             errors.append(f"{where}: unit {u.id}.parent: expected the id of a unit in this file, got {u.parent_id!r}")

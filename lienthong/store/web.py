@@ -212,6 +212,7 @@ class WebRepo:
                 for r in rows]
 
     async def revoke_api_token(self, token_id: int, account_id: int | None = None) -> bool:
+        params: tuple[int, ...]
         if account_id is None:
             sql, params = "UPDATE api_tokens SET revoked = 1 WHERE id = ?", (token_id,)
         else:
