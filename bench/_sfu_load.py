@@ -304,7 +304,8 @@ def next_site_count(trials: list[Trial], growth: float = 1.5, resolution: float 
     """The next S to try, or None when the search is over.  Grow by ``growth`` while every
     trial held, halve while none did, then bisect between the largest S that held and the
     smallest that failed, down to ``resolution`` (relative).  Never at or above a size where
-    the load generator fell behind."""
+    the load generator fell behind; below such a size, with no SFU failure yet, bisect between
+    the largest S that held and it (the generator may still keep up there)."""
     if not trials:
         return None
     tried = {t.sites for t in trials}
@@ -313,9 +314,14 @@ def next_site_count(trials: list[Trial], growth: float = 1.5, resolution: float 
     hi = min(failed) if failed else None
     lo = largest_held(trials)
     if hi is None:
-        if lo is None or lo >= limit or any(t.generator_limited for t in trials):
+        if lo is None or lo >= limit:
             return None
-        nxt = min(ceiling, max(lo + 1, round(lo * growth)))
+        if limit <= ceiling:    # the generator fell behind there: close in on it from below
+            if limit - lo <= max(1, round(lo * resolution)):
+                return None
+            nxt = (lo + limit) // 2
+        else:
+            nxt = min(ceiling, max(lo + 1, round(lo * growth)))
     elif lo is None:
         nxt = hi // 2
     else:

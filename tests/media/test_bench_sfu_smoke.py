@@ -153,9 +153,17 @@ def test_site_count_search_grows_bisects_and_stops_at_the_generator() -> None:
     assert next_site_count([Trial(34, True), Trial(51, False)]) == 42
     trials = [Trial(34, True), Trial(51, False), Trial(42, True), Trial(46, True), Trial(48, False)]
     assert next_site_count(trials) is None and largest_held(trials) == 46
-    # The generator fell behind at 51: never try 51 or more, and 51 is not an SFU failure.
+    # The generator fell behind at 51: never try 51 or more, and 51 is not an SFU failure;
+    # sizes between the last that held and 51 are still worth measuring.
     limited = [Trial(34, True), Trial(51, False, limited_by="load generator")]
-    assert next_site_count(limited) is None and largest_held(limited) == 34
+    assert next_site_count(limited) == 42 and largest_held(limited) == 34
+    limited += [Trial(42, True)]
+    assert next_site_count(limited) == 46
+    limited += [Trial(46, False, limited_by="load generator")]
+    assert next_site_count(limited) is None and largest_held(limited) == 42   # 46 is within 10% of 42
+    # an SFU failure below the generator's limit: bisect as usual, under both
+    mixed = [Trial(34, True), Trial(60, False, limited_by="load generator"), Trial(47, False)]
+    assert next_site_count(mixed) == 40
     assert next_site_count([Trial(1, False)]) is None and largest_held([Trial(1, False)]) is None
 
 
