@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiortc.codecs.vpx import Vp8Decoder
@@ -216,6 +217,22 @@ def test_assemble_computes_the_ratios_from_the_same_run() -> None:
     assert single["janus_cpu_ratio"] == 0.25 and "janus_cpu_ratio_pairs" not in single
 
 
+async def _inboxes(queues: list[Any]) -> list[Any]:
+    """One UDP socket on 127.0.0.1 per queue, putting every datagram it receives there."""
+    import asyncio
+
+    class Inbox(asyncio.DatagramProtocol):
+        def __init__(self, queue: asyncio.Queue[bytes]) -> None:
+            self.queue = queue
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.queue.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    return [(await loop.create_datagram_endpoint(lambda q=q: Inbox(q), local_addr=("127.0.0.1", 0)))[0]  # type: ignore[misc]
+            for q in queues]
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
 async def test_reference_forwarder_rewrites_protects_and_sends_to_every_subscriber(compiled: bool) -> None:
     """bench/_sfu_reference.py over loopback: one SRTP packet in, one per subscriber out, each
@@ -230,16 +247,7 @@ async def test_reference_forwarder_rewrites_protects_and_sends_to_every_subscrib
         pytest.skip("media._fastpath is not built (no C compiler)")
     loop = asyncio.get_running_loop()
     inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue(), asyncio.Queue()]
-
-    class Inbox(asyncio.DatagramProtocol):
-        def __init__(self, queue: asyncio.Queue[bytes]) -> None:
-            self.queue = queue
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.queue.put_nowait(data)
-
-    subs = [(await loop.create_datagram_endpoint(lambda q=q: Inbox(q), local_addr=("127.0.0.1", 0)))[0]  # type: ignore[misc]
-            for q in inboxes]
+    subs = await _inboxes(inboxes)
     fwd_transport, _ = await loop.create_datagram_endpoint(
         lambda: reference._Forwarder([t.get_extra_info("sockname") for t in subs], compiled), local_addr=("127.0.0.1", 0))
     sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
@@ -275,16 +283,7 @@ async def test_all_c_floor_forwarder_rewrites_protects_and_sends_to_every_subscr
         pytest.skip(f"the all-C floor cannot be built here: {reason}")
     loop = asyncio.get_running_loop()
     inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue() for _ in range(3)]
-
-    class Inbox(asyncio.DatagramProtocol):
-        def __init__(self, queue: asyncio.Queue[bytes]) -> None:
-            self.queue = queue
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.queue.put_nowait(data)
-
-    subs = [(await loop.create_datagram_endpoint(lambda q=q: Inbox(q), local_addr=("127.0.0.1", 0)))[0]  # type: ignore[misc]
-            for q in inboxes]
+    subs = await _inboxes(inboxes)
     addrs = [f"{h}:{p}" for h, p in (t.get_extra_info("sockname") for t in subs)]
     proc = await asyncio.create_subprocess_exec(str(reference.native_binary()), mode, *addrs,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
