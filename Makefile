@@ -60,7 +60,7 @@ bench-deps: build-deps
 	fi
 
 test: build-deps bench-deps install-test browser-deps
-	$(BIN)/python -m mypy    # strict, over lienthong/ media/ mail/ web/ ([tool.mypy] in pyproject.toml)
+	$(BIN)/python -m mypy    # strict, over lienthong/ media/ mail/ web/ bench/ ([tool.mypy] in pyproject.toml)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench-quick: bench-deps install-test

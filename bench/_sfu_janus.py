@@ -640,7 +640,8 @@ async def _drive(janus: JanusProcess, fixture: Any, sites: int, warmup: float, w
             if sender is not None:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
-            for peer in [*subscribers, *publishers]:
+            peers: list[Any] = [*subscribers, *publishers]
+            for peer in peers:
                 await peer.close()
             await session.close()
     elapsed = after.at - before.at

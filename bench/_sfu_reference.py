@@ -39,7 +39,7 @@ def session(direction: int) -> Session:
 def compiled_available() -> bool:
     from media import rtc_adapter
 
-    return rtc_adapter._fastpath is not None
+    return getattr(rtc_adapter, "_fastpath", None) is not None
 
 
 FLOOR_SOURCE = Path(__file__).with_name("_sfu_floor.c")

@@ -75,6 +75,7 @@ import aiohttp
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
+from pylibsrtp import Policy
 
 from bench import _sfu_fixtures as fixtures
 from bench import _sfu_janus, _sfu_mediarelay, _sfu_reference
@@ -214,8 +215,8 @@ async def _measure_reference(pid_port: Any, fixture: fixtures.MediaFixture, publ
     out, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
     direct_tr, _ = await loop.create_datagram_endpoint(lambda: direct, local_addr=("127.0.0.1", 0))
     direct_addr = direct_tr.get_extra_info("sockname")
-    protect = _sfu_reference.session(_sfu_reference.Policy.SSRC_ANY_OUTBOUND).protect
-    protect_direct = _sfu_reference.session(_sfu_reference.Policy.SSRC_ANY_OUTBOUND).protect
+    protect = _sfu_reference.session(Policy.SSRC_ANY_OUTBOUND).protect
+    protect_direct = _sfu_reference.session(Policy.SSRC_ANY_OUTBOUND).protect
     replays = [SiteReplay(fixture, site=n, video_ssrc=1000 + 2 * n, audio_ssrc=1001 + 2 * n) for n in range(publishers)]
     sent = direct.sent  # shared table: source SSRC -> send time per original seq offset
     for r in replays:
