@@ -134,9 +134,10 @@ class MailService:
         # A child accept process runs nothing but mail: there a lone session's commit may block
         # the loop (RelayHandler).  The main process also runs the SFU and the web server.
         sessions = OpenSessions() if self.role == "worker" else None
-        common: dict[str, Any] = dict(hostname=self.cfg.hostname, ident="Lien thong relay", enable_SMTPUTF8=True,
-                      data_size_limit=self.cfg.max_message_size, throttle=throttle, metrics=self.metrics,
-                      timeout=300, sessions=sessions)
+        common: dict[str, Any] = dict(
+            hostname=self.cfg.hostname, ident="Lien thong relay", enable_SMTPUTF8=True,
+            data_size_limit=self.cfg.max_message_size, throttle=throttle, metrics=self.metrics,
+            timeout=300, sessions=sessions)
         on_queued = self._hand_off()
 
         def handler(mode: str) -> RelayHandler:
