@@ -16,6 +16,7 @@ compiled one leaves little but the kernel's UDP work and SRTP: what any forwarde
 from __future__ import annotations
 
 import asyncio
+import atexit
 import multiprocessing.connection
 import os
 import shutil
@@ -62,7 +63,9 @@ def native_binary() -> Path:
         reason = native_skipped()
         if reason:
             raise RuntimeError(reason)
-        out = Path(tempfile.mkdtemp(prefix="lienthong-floor-")) / "sfu_floor"
+        build_dir = tempfile.mkdtemp(prefix="lienthong-floor-")
+        atexit.register(shutil.rmtree, build_dir, ignore_errors=True)
+        out = Path(build_dir) / "sfu_floor"
         subprocess.run(["cc", "-O2", "-o", str(out), str(FLOOR_SOURCE), "-lsrtp2"], check=True,
                        capture_output=True, text=True)
         _native = out
