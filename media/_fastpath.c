@@ -20,6 +20,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -334,6 +336,53 @@ Sender_send_rewritten(Sender *self, PyObject *const *args, Py_ssize_t nargs)
     return finish(self, n);
 }
 
+/* The whole send of one rewritten packet from C buffers (the fan-out below): 1 sent, 0 dropped
+ * (as send_rewritten's False), -1 Python error.  ``rest_obj`` is what the slow path gets as rest. */
+static int
+sender_send(Sender *self, const unsigned char *head, Py_ssize_t head_len, const unsigned char *rest,
+            Py_ssize_t rest_len, const unsigned long v[4], long pid_at, long pid, PyObject *rest_obj)
+{
+    int live = nominated(self);
+    if (live == -2) {
+        self->dropped++;
+        return 0;
+    }
+    if (live < 0)
+        return -1;
+    if (live == 0) {
+        PyObject *buf = PyByteArray_FromStringAndSize((const char *)head, head_len);
+        if (buf == NULL)
+            return -1;
+        if (write_header((unsigned char *)PyByteArray_AS_STRING(buf), head_len, v, pid_at, pid) < 0) {
+            Py_DECREF(buf);
+            self->dropped++;
+            return 0;
+        }
+        PyObject *result = PyObject_CallFunctionObjArgs(self->slow, buf, rest_obj, NULL);
+        Py_DECREF(buf);
+        if (result == NULL)
+            return -1;
+        int ok = PyObject_IsTrue(result);
+        Py_DECREF(result);
+        return ok;
+    }
+    Py_ssize_t n = head_len + rest_len;
+    if (n > BUFFER_SIZE || head_len < 12) {
+        self->dropped++;
+        return 0;
+    }
+    memcpy(self->buffer, head, head_len);
+    memcpy(self->buffer + head_len, rest, rest_len);
+    if (write_header(self->buffer, head_len, v, pid_at, pid) < 0) {
+        self->dropped++;
+        return 0;
+    }
+    PyObject *result = finish(self, n);    /* Py_True or Py_False, never NULL */
+    int ok = result == Py_True;
+    Py_DECREF(result);
+    return ok;
+}
+
 static PyObject *
 Sender_close(Sender *self, PyObject *Py_UNUSED(ignored))
 {
@@ -394,26 +443,1145 @@ static PyTypeObject SenderType = {
     .tp_getset = Sender_getset,
 };
 
+
+/* ---------------------------------------------------------------------------------------------
+ * SlotRewriter and Vp8Rewriter: media.rtp_rewrite.SlotRewriter and media.vp8.Vp8Rewriter in C,
+ * the same API and the same results (the Python classes are the reference; tests run both on the
+ * same random packet sequences).  State is kept in C so the fan-out below reads it directly. */
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t out_ssrc;
+    long long ts_gap, clock_rate, switches;
+    uint32_t seq_offset, ts_offset, source_ssrc, epoch_first, last_seq, last_ts;
+    char has_source, resync, keep_ts, has_time;
+    double last_time;
+} Rewriter;
+
+static PyTypeObject RewriterType;
+
+static int
+get_u32(PyObject *o, uint32_t *out, const char *what)
+{
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > 0xFFFFFFFFULL) {
+        PyErr_Format(PyExc_OverflowError, "%s does not fit in 32 bits", what);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ``now``: None, or seconds (float or int) */
+static int
+get_now(PyObject *o, int *has_now, double *now)
+{
+    if (o == NULL || o == Py_None) {
+        *has_now = 0;
+        *now = 0.0;
+        return 0;
+    }
+    *now = PyFloat_AsDouble(o);
+    if (*now == -1.0 && PyErr_Occurred())
+        return -1;
+    *has_now = 1;
+    return 0;
+}
+
+static int
+Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"out_ssrc", "ts_gap", "clock_rate", NULL};
+    PyObject *out_ssrc;
+    long long ts_gap = 3000, clock_rate = 90000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|LL", kwlist, &out_ssrc, &ts_gap, &clock_rate))
+        return -1;
+    if (get_u32(out_ssrc, &self->out_ssrc, "out_ssrc") < 0)
+        return -1;
+    self->ts_gap = ts_gap;
+    self->clock_rate = clock_rate;
+    self->switches = 0;
+    self->seq_offset = self->ts_offset = self->source_ssrc = 0;
+    self->epoch_first = self->last_seq = self->last_ts = 0;
+    self->has_source = 0;
+    self->resync = 1;
+    self->keep_ts = 0;
+    self->has_time = 0;
+    self->last_time = 0.0;
+    return 0;
+}
+
+static void
+rw_anchor(Rewriter *r, uint32_t seq, uint32_t ts, uint32_t ssrc, int has_now, double now)
+{
+    r->resync = 0;
+    int keep_ts = r->keep_ts && r->has_source && ssrc == r->source_ssrc;
+    r->keep_ts = 0;
+    if (!r->has_source) {
+        r->seq_offset = 0;
+        r->ts_offset = 0;
+    } else {
+        r->seq_offset = (r->last_seq + 1 - seq) & 0xFFFF;
+        if (!keep_ts) {
+            long long gap = r->ts_gap;
+            if (has_now && r->has_time && now > r->last_time) {
+                long long elapsed = (long long)((now - r->last_time) * (double)r->clock_rate);
+                if (elapsed > gap)
+                    gap = elapsed;
+            }
+            r->ts_offset = (uint32_t)((unsigned long long)r->last_ts + (unsigned long long)gap - ts);
+            r->switches++;
+        }
+    }
+    r->has_source = 1;
+    r->source_ssrc = ssrc;
+    r->epoch_first = (seq + r->seq_offset) & 0xFFFF;
+    r->last_seq = (r->epoch_first - 1) & 0xFFFF;
+    r->last_ts = ts + r->ts_offset;
+}
+
+static void
+rw_map(Rewriter *r, uint32_t seq, uint32_t ts, uint32_t ssrc, int has_now, double now,
+       uint32_t *out_seq, uint32_t *out_ts)
+{
+    if (r->resync || !r->has_source || ssrc != r->source_ssrc)
+        rw_anchor(r, seq, ts, ssrc, has_now, now);
+    uint32_t os = (seq + r->seq_offset) & 0xFFFF;
+    uint32_t ot = ts + r->ts_offset;
+    if (((os - r->last_seq) & 0xFFFF) < 0x8000) {
+        r->last_seq = os;
+        r->last_ts = ot;
+        if (has_now) {
+            r->last_time = now;
+            r->has_time = 1;
+        }
+        if (((os - r->epoch_first) & 0xFFFF) >= 0x4000)
+            r->epoch_first = (os - 0x2000) & 0xFFFF;
+    }
+    *out_seq = os;
+    *out_ts = ot;
+}
+
+/* 1: out_seq was sent in the current epoch */
+static int
+rw_in_epoch(Rewriter *r, uint32_t out_seq)
+{
+    return ((out_seq - r->epoch_first) & 0xFFFF) <= ((r->last_seq - r->epoch_first) & 0xFFFF);
+}
+
+static inline uint32_t
+get16(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 8) | p[1];
+}
+
+static inline uint32_t
+get32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static PyObject *
+Rewriter_map(Rewriter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"seq", "ts", "ssrc", "now", NULL};
+    PyObject *seq_o, *ts_o, *ssrc_o, *now_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &seq_o, &ts_o, &ssrc_o, &now_o))
+        return NULL;
+    unsigned long seq = PyLong_AsUnsignedLongMask(seq_o), ts, ssrc;
+    if (seq == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    ts = PyLong_AsUnsignedLongMask(ts_o);
+    if (ts == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    ssrc = PyLong_AsUnsignedLongMask(ssrc_o);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    int has_now;
+    double now;
+    if (get_now(now_o, &has_now, &now) < 0)
+        return NULL;
+    uint32_t out_seq, out_ts;
+    rw_map(self, (uint32_t)(seq & 0xFFFF), (uint32_t)ts, (uint32_t)ssrc, has_now, now, &out_seq, &out_ts);
+    return Py_BuildValue("(kk)", (unsigned long)out_seq, (unsigned long)out_ts);
+}
+
+/* Rewrites the writable buffer b (n >= 12 bytes) in place; returns the outgoing seq. */
+static uint32_t
+rw_rewrite(Rewriter *self, unsigned char *b, int has_now, double now)
+{
+    uint32_t out_seq, out_ts;
+    rw_map(self, get16(b + 2), get32(b + 4), get32(b + 8), has_now, now, &out_seq, &out_ts);
+    put16(b + 2, out_seq);
+    put32(b + 4, out_ts);
+    put32(b + 8, self->out_ssrc);
+    return out_seq;
+}
+
+static PyObject *
+Rewriter_rewrite_in_place(Rewriter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buf", "now", NULL};
+    PyObject *buf_o, *now_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &buf_o, &now_o))
+        return NULL;
+    int has_now;
+    double now;
+    if (get_now(now_o, &has_now, &now) < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(buf_o, &b, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (b.len < 12) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "RTP packet shorter than its fixed header");
+        return NULL;
+    }
+    uint32_t out_seq = rw_rewrite(self, b.buf, has_now, now);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(out_seq);
+}
+
+static PyObject *
+Rewriter_rewrite(Rewriter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"packet", "now", NULL};
+    PyObject *packet_o, *now_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &packet_o, &now_o))
+        return NULL;
+    int has_now;
+    double now;
+    if (get_now(now_o, &has_now, &now) < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(packet_o, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (b.len < 12) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "RTP packet shorter than its fixed header");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(b.buf, b.len);
+    PyBuffer_Release(&b);
+    if (out != NULL)
+        rw_rewrite(self, (unsigned char *)PyBytes_AS_STRING(out), has_now, now);
+    return out;
+}
+
+static PyObject *
+Rewriter_source_seq(Rewriter *self, PyObject *arg)
+{
+    unsigned long out_seq = PyLong_AsUnsignedLongMask(arg);
+    if (out_seq == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    out_seq &= 0xFFFF;
+    if (!self->has_source || !rw_in_epoch(self, (uint32_t)out_seq))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong((out_seq - self->seq_offset) & 0xFFFF);
+}
+
+static PyObject *
+Rewriter_retransmit(Rewriter *self, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *p = b.buf;
+    PyObject *out = NULL;
+    if (b.len >= 12 && self->has_source && get32(p + 8) == self->source_ssrc) {
+        uint32_t out_seq = (get16(p + 2) + self->seq_offset) & 0xFFFF;
+        if (rw_in_epoch(self, out_seq)) {
+            out = PyBytes_FromStringAndSize(b.buf, b.len);
+            if (out != NULL) {
+                unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+                put16(q + 2, out_seq);
+                put32(q + 4, (uint32_t)(get32(p + 4) + self->ts_offset));
+                put32(q + 8, self->out_ssrc);
+            }
+            PyBuffer_Release(&b);
+            return out;
+        }
+    }
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Rewriter_switch(Rewriter *self, PyObject *Py_UNUSED(ignored))
+{
+    self->resync = 1;
+    self->keep_ts = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Rewriter_hide_gap(Rewriter *self, PyObject *Py_UNUSED(ignored))
+{
+    self->resync = 1;
+    self->keep_ts = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Rewriter_copy(Rewriter *self, PyObject *Py_UNUSED(ignored))
+{
+    Rewriter *copy = (Rewriter *)RewriterType.tp_alloc(&RewriterType, 0);
+    if (copy == NULL)
+        return NULL;
+    memcpy((char *)copy + sizeof(PyObject), (char *)self + sizeof(PyObject), sizeof(Rewriter) - sizeof(PyObject));
+    return (PyObject *)copy;
+}
+
+static PyObject *
+Rewriter_get_source_ssrc(Rewriter *self, void *closure)
+{
+    if (!self->has_source)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->source_ssrc);
+}
+
+static PyObject *
+Rewriter_get_seq_offset(Rewriter *self, void *closure)
+{
+    return PyLong_FromUnsignedLong(self->seq_offset);
+}
+
+static PyObject *
+Rewriter_get_ts_offset(Rewriter *self, void *closure)
+{
+    return PyLong_FromUnsignedLong(self->ts_offset);
+}
+
+static PyObject *
+Rewriter_get_last_seq(Rewriter *self, void *closure)
+{
+    if (!self->has_source)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->last_seq);
+}
+
+static PyObject *
+Rewriter_get_last_ts(Rewriter *self, void *closure)
+{
+    if (!self->has_source)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->last_ts);
+}
+
+static PyObject *
+Rewriter_get_out_ssrc(Rewriter *self, void *closure)
+{
+    return PyLong_FromUnsignedLong(self->out_ssrc);
+}
+
+static int
+Rewriter_set_out_ssrc(Rewriter *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "out_ssrc cannot be deleted");
+        return -1;
+    }
+    return get_u32(value, &self->out_ssrc, "out_ssrc");
+}
+
+static PyMethodDef Rewriter_methods[] = {
+    {"map", (PyCFunction)(void (*)(void))Rewriter_map, METH_VARARGS | METH_KEYWORDS,
+     "map(seq, ts, ssrc, now=None) -> (out_seq, out_ts)"},
+    {"rewrite_in_place", (PyCFunction)(void (*)(void))Rewriter_rewrite_in_place, METH_VARARGS | METH_KEYWORDS,
+     "rewrite_in_place(buf, now=None) -> out_seq"},
+    {"rewrite", (PyCFunction)(void (*)(void))Rewriter_rewrite, METH_VARARGS | METH_KEYWORDS,
+     "rewrite(packet, now=None) -> bytes"},
+    {"source_seq", (PyCFunction)Rewriter_source_seq, METH_O, "source_seq(out_seq) -> int | None"},
+    {"retransmit", (PyCFunction)Rewriter_retransmit, METH_O, "retransmit(packet) -> bytes | None"},
+    {"switch", (PyCFunction)Rewriter_switch, METH_NOARGS, "the slot's source changes: re-anchor on the next packet"},
+    {"hide_gap", (PyCFunction)Rewriter_hide_gap, METH_NOARGS,
+     "packets were dropped on purpose: continue seq, keep the source's timing"},
+    {"__copy__", (PyCFunction)Rewriter_copy, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyMemberDef Rewriter_members[] = {
+    {"ts_gap", T_LONGLONG, offsetof(Rewriter, ts_gap), 0, NULL},
+    {"clock_rate", T_LONGLONG, offsetof(Rewriter, clock_rate), 0, NULL},
+    {"switches", T_LONGLONG, offsetof(Rewriter, switches), 0, NULL},
+    {NULL}
+};
+
+static PyGetSetDef Rewriter_getset[] = {
+    {"out_ssrc", (getter)Rewriter_get_out_ssrc, (setter)Rewriter_set_out_ssrc, NULL, NULL},
+    {"source_ssrc", (getter)Rewriter_get_source_ssrc, NULL, NULL, NULL},
+    {"seq_offset", (getter)Rewriter_get_seq_offset, NULL, NULL, NULL},
+    {"ts_offset", (getter)Rewriter_get_ts_offset, NULL, NULL, NULL},
+    {"last_seq", (getter)Rewriter_get_last_seq, NULL, NULL, NULL},
+    {"last_ts", (getter)Rewriter_get_last_ts, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject RewriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._fastpath.SlotRewriter",
+    .tp_doc = "media.rtp_rewrite.SlotRewriter in C (same API and results)",
+    .tp_basicsize = sizeof(Rewriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Rewriter_init,
+    .tp_methods = Rewriter_methods,
+    .tp_members = Rewriter_members,
+    .tp_getset = Rewriter_getset,
+};
+
+
+typedef struct {
+    PyObject_HEAD
+    char has_source;
+    uint32_t source_ssrc;
+    char pid_anchor, pid_seen, tl0_anchor, tl0_seen, key_anchor, key_seen;
+    int pid_bits;
+    long long pid_src, pid_ext, pid_offset, pid_last;
+    long tl0_offset, tl0_last, key_offset, key_last;
+} Vp8;
+
+static PyTypeObject Vp8Type;
+
+static int
+Vp8_init(Vp8 *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    memset((char *)self + sizeof(PyObject), 0, sizeof(Vp8) - sizeof(PyObject));
+    self->pid_anchor = self->tl0_anchor = self->key_anchor = 1;
+    return 0;
+}
+
+/* media.vp8.descriptor_layout: 0 with out = (PictureID position, bits, TL0PICIDX position, T/K
+ * position), -1 for a truncated descriptor */
+static int
+vp8_layout(const unsigned char *buf, Py_ssize_t n, Py_ssize_t offset, long out[4])
+{
+    if (offset < 0 || offset >= n)
+        return -1;
+    if (!(buf[offset] & 0x80)) {
+        if (offset + 1 >= n)
+            return -1;
+        out[0] = -1; out[1] = 0; out[2] = -1; out[3] = -1;
+        return 0;
+    }
+    Py_ssize_t i = offset + 1;
+    if (i >= n)
+        return -1;
+    unsigned char x = buf[i++];
+    long pid_pos = -1, bits = 0, tl0_pos = -1, tk_pos;
+    if (x & 0x80) {
+        if (i >= n)
+            return -1;
+        pid_pos = (long)i;
+        if (buf[i] & 0x80) {
+            bits = 15;
+            i += 2;
+        } else {
+            bits = 7;
+            i += 1;
+        }
+    }
+    if (x & 0x40)
+        tl0_pos = (long)i++;
+    tk_pos = (x & 0x10) ? (long)i : -1;
+    if (x & 0x30)
+        i++;
+    if (i >= n)
+        return -1;
+    out[0] = pid_pos; out[1] = bits; out[2] = tl0_pos; out[3] = tk_pos;
+    return 0;
+}
+
+static void
+vp8_switch(Vp8 *v)
+{
+    v->pid_anchor = v->tl0_anchor = v->key_anchor = 1;
+}
+
+/* Vp8Rewriter.picture_id: the outgoing 15-bit PictureID, or -1 (the packet needs rewrite()) */
+static long long
+vp8_picture_id(Vp8 *v, long long pid, int has_ssrc, uint32_t ssrc)
+{
+    if ((has_ssrc && (!v->has_source || ssrc != v->source_ssrc)) || v->pid_anchor || v->pid_bits != 15)
+        return -1;
+    long long d = (pid - v->pid_src) & 0x7FFF;
+    if (d >= 0x4000)
+        d -= 0x8000;
+    long long ext = v->pid_ext + d;
+    if (d > 0) {
+        v->pid_src = pid;
+        v->pid_ext = ext;
+    }
+    long long out = (ext + v->pid_offset) & 0x7FFF;
+    if (((out - v->pid_last) & 0x7FFF) < 0x4000)
+        v->pid_last = out;
+    return out;
+}
+
+static int
+check_positions(Py_ssize_t n, const long layout[4])
+{
+    if (layout[0] >= n || (layout[0] >= 0 && layout[1] == 15 && layout[0] + 1 >= n) || layout[2] >= n
+            || layout[3] >= n) {
+        PyErr_SetString(PyExc_IndexError, "VP8 descriptor position out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* Vp8Rewriter._apply on the bytearray buf: a new reference to buf, to a widened copy, or None */
+static PyObject *
+vp8_apply(Vp8 *v, PyObject *buf, const long layout[4], int may_anchor)
+{
+    Py_ssize_t n = PyByteArray_GET_SIZE(buf);
+    if (check_positions(n, layout) < 0)
+        return NULL;
+    unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(buf);
+    long pid_pos = layout[0], bits = layout[1], tl0_pos = layout[2], tk_pos = layout[3];
+    if (tl0_pos >= 0) {
+        long tl0 = b[tl0_pos];
+        if (may_anchor && (v->tl0_anchor || !v->tl0_seen)) {
+            v->tl0_offset = v->tl0_seen ? ((v->tl0_last + 1 - tl0) & 0xFF) : 0;
+            v->tl0_last = (tl0 + v->tl0_offset - 1) & 0xFF;
+            v->tl0_anchor = 0;
+            v->tl0_seen = 1;
+        } else if (!v->tl0_seen) {
+            Py_RETURN_NONE;
+        }
+        long out = (tl0 + v->tl0_offset) & 0xFF;
+        if (((out - v->tl0_last) & 0xFF) < 0x80)
+            v->tl0_last = out;
+        b[tl0_pos] = (unsigned char)out;
+    }
+    if (tk_pos >= 0) {
+        long key = b[tk_pos] & 0x1F;
+        if (may_anchor && (v->key_anchor || !v->key_seen)) {
+            v->key_offset = v->key_seen ? ((v->key_last + 1 - key) & 0x1F) : 0;
+            v->key_last = (key + v->key_offset - 1) & 0x1F;
+            v->key_anchor = 0;
+            v->key_seen = 1;
+        } else if (!v->key_seen) {
+            Py_RETURN_NONE;
+        }
+        long out = (key + v->key_offset) & 0x1F;
+        if (((out - v->key_last) & 0x1F) < 0x10)
+            v->key_last = out;
+        b[tk_pos] = (unsigned char)((b[tk_pos] & 0xE0) | out);
+    }
+    if (pid_pos < 0) {
+        Py_INCREF(buf);
+        return buf;
+    }
+    long long pid = bits == 15 ? (((long long)(b[pid_pos] & 0x7F) << 8) | b[pid_pos + 1]) : b[pid_pos];
+    long long ext;
+    if (bits != v->pid_bits || !v->pid_seen) {
+        if (!may_anchor)
+            Py_RETURN_NONE;
+        v->pid_anchor = 1;
+    }
+    if (v->pid_anchor && may_anchor) {
+        v->pid_anchor = 0;
+        v->pid_bits = (int)bits;
+        v->pid_src = pid;
+        v->pid_ext = pid;
+        v->pid_offset = v->pid_seen ? ((v->pid_last + 1 - pid) & 0x7FFF) : 0;
+        v->pid_seen = 1;
+        v->pid_last = (pid + v->pid_offset - 1) & 0x7FFF;
+        ext = pid;
+    } else {
+        long long d;
+        if (bits == 15) {
+            d = (pid - v->pid_src) & 0x7FFF;
+            if (d >= 0x4000)
+                d -= 0x8000;
+        } else {
+            d = (pid - v->pid_src) & 0x7F;
+            if (d >= 0x40)
+                d -= 0x80;
+        }
+        ext = v->pid_ext + d;
+        if (d > 0 && may_anchor) {
+            v->pid_src = pid;
+            v->pid_ext = ext;
+        }
+    }
+    long long out = (ext + v->pid_offset) & 0x7FFF;
+    if (((out - v->pid_last) & 0x7FFF) < 0x4000)
+        v->pid_last = out;
+    if (bits == 15) {
+        b[pid_pos] = (unsigned char)(0x80 | (out >> 8));
+        b[pid_pos + 1] = (unsigned char)(out & 0xFF);
+        Py_INCREF(buf);
+        return buf;
+    }
+    PyObject *wide = PyByteArray_FromStringAndSize(NULL, n + 1);
+    if (wide == NULL)
+        return NULL;
+    unsigned char *w = (unsigned char *)PyByteArray_AS_STRING(wide);
+    memcpy(w, b, pid_pos);
+    w[pid_pos] = (unsigned char)(0x80 | (out >> 8));
+    w[pid_pos + 1] = (unsigned char)(out & 0xFF);
+    memcpy(w + pid_pos + 2, b + pid_pos + 1, n - pid_pos - 1);
+    return wide;
+}
+
+static int
+parse_layout(PyObject *o, long out[4])
+{
+    if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 4) {
+        PyErr_SetString(PyExc_TypeError, "layout must be a 4-tuple (or None)");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = PyLong_AsLong(PyTuple_GET_ITEM(o, i));
+        if (out[i] == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Vp8_rewrite(Vp8 *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buf", "offset", "source_ssrc", "layout", NULL};
+    PyObject *buf, *ssrc_o = Py_None, *layout_o = Py_None;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|OO", kwlist, &buf, &offset, &ssrc_o, &layout_o))
+        return NULL;
+    if (!PyByteArray_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "buf must be a bytearray");
+        return NULL;
+    }
+    if (ssrc_o != Py_None) {
+        uint32_t ssrc;
+        if (get_u32(ssrc_o, &ssrc, "source_ssrc") < 0)
+            return NULL;
+        if (!self->has_source || ssrc != self->source_ssrc) {
+            if (self->has_source)
+                vp8_switch(self);
+            self->has_source = 1;
+            self->source_ssrc = ssrc;
+        }
+    }
+    long layout[4];
+    Py_ssize_t n = PyByteArray_GET_SIZE(buf);
+    unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(buf);
+    if (layout_o == Py_None) {
+        if (vp8_layout(b, n, offset, layout) < 0)
+            Py_RETURN_NONE;
+    } else if (parse_layout(layout_o, layout) < 0) {
+        return NULL;
+    }
+    if (layout[1] == 15 && layout[2] < 0 && layout[3] < 0) {
+        if (check_positions(n, layout) < 0)
+            return NULL;
+        long long out = vp8_picture_id(self, ((long long)(b[layout[0]] & 0x7F) << 8) | b[layout[0] + 1], 0, 0);
+        if (out >= 0) {
+            b[layout[0]] = (unsigned char)(0x80 | (out >> 8));
+            b[layout[0] + 1] = (unsigned char)(out & 0xFF);
+            Py_INCREF(buf);
+            return buf;
+        }
+    }
+    return vp8_apply(self, buf, layout, 1);
+}
+
+static PyObject *
+Vp8_picture_id(Vp8 *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"pid", "source_ssrc", NULL};
+    long long pid;
+    PyObject *ssrc_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|O", kwlist, &pid, &ssrc_o))
+        return NULL;
+    uint32_t ssrc = 0;
+    if (ssrc_o != Py_None && get_u32(ssrc_o, &ssrc, "source_ssrc") < 0)
+        return NULL;
+    return PyLong_FromLongLong(vp8_picture_id(self, pid, ssrc_o != Py_None, ssrc));
+}
+
+static PyObject *
+Vp8_retransmit(Vp8 *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buf", "offset", NULL};
+    PyObject *buf;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &buf, &offset))
+        return NULL;
+    if (!PyByteArray_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "buf must be a bytearray");
+        return NULL;
+    }
+    long layout[4];
+    if (vp8_layout((unsigned char *)PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), offset, layout) < 0)
+        Py_RETURN_NONE;
+    return vp8_apply(self, buf, layout, 0);
+}
+
+static PyObject *
+Vp8_switch(Vp8 *self, PyObject *Py_UNUSED(ignored))
+{
+    vp8_switch(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Vp8_copy(Vp8 *self, PyObject *Py_UNUSED(ignored))
+{
+    Vp8 *copy = (Vp8 *)Vp8Type.tp_alloc(&Vp8Type, 0);
+    if (copy == NULL)
+        return NULL;
+    memcpy((char *)copy + sizeof(PyObject), (char *)self + sizeof(PyObject), sizeof(Vp8) - sizeof(PyObject));
+    return (PyObject *)copy;
+}
+
+static PyObject *
+Vp8_get_last_picture_id(Vp8 *self, void *closure)
+{
+    if (!self->pid_seen)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(self->pid_last);
+}
+
+static PyObject *
+Vp8_get_last_tl0picidx(Vp8 *self, void *closure)
+{
+    if (!self->tl0_seen)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(self->tl0_last);
+}
+
+static PyMethodDef Vp8_methods[] = {
+    {"rewrite", (PyCFunction)(void (*)(void))Vp8_rewrite, METH_VARARGS | METH_KEYWORDS,
+     "rewrite(buf, offset, source_ssrc=None, layout=None) -> bytearray | None"},
+    {"picture_id", (PyCFunction)(void (*)(void))Vp8_picture_id, METH_VARARGS | METH_KEYWORDS,
+     "picture_id(pid, source_ssrc=None) -> int (-1: use rewrite)"},
+    {"retransmit", (PyCFunction)(void (*)(void))Vp8_retransmit, METH_VARARGS | METH_KEYWORDS,
+     "retransmit(buf, offset) -> bytearray | None"},
+    {"switch", (PyCFunction)Vp8_switch, METH_NOARGS, "re-anchor every field on the next packet"},
+    {"__copy__", (PyCFunction)Vp8_copy, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef Vp8_getset[] = {
+    {"last_picture_id", (getter)Vp8_get_last_picture_id, NULL, NULL, NULL},
+    {"last_tl0picidx", (getter)Vp8_get_last_tl0picidx, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject Vp8Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._fastpath.Vp8Rewriter",
+    .tp_doc = "media.vp8.Vp8Rewriter in C (same API and results)",
+    .tp_basicsize = sizeof(Vp8),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Vp8_init,
+    .tp_methods = Vp8_methods,
+    .tp_getset = Vp8_getset,
+};
+
+
+/* ---------------------------------------------------------------------------------------------
+ * Lane and the fan-out: the per-subscriber loop of media.forwarder in C.
+ *
+ * ``Lane`` is the base class of media.forwarder.SlotSender: the fields the loop reads and writes
+ * live in this struct (Python sees them as attributes).  ``fanout_video`` and ``fanout_audio``
+ * do, for every lane of a source, what SlotSender.forward_video / forward_audio do, and hand a
+ * lane to that Python method instead whenever the packet needs what only Python does (no compiled
+ * sender for the peer yet, a VP8 descriptor other than a lone 15-bit PictureID, a PictureID anchor
+ * due, rewriters that are not this module's).  Nothing is decided differently from Python. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *peer, *rewriter, *vp8, *pt_map, *out_ssrc;
+    int ast_id;
+    char waiting_keyframe;
+    long long sent, octets, dropped;
+} Lane;
+
+#define LANE_OBJECTS(X) X(peer) X(rewriter) X(vp8) X(pt_map) X(out_ssrc)
+
+static int
+Lane_traverse(Lane *self, visitproc visit, void *arg)
+{
+#define VISIT(member) Py_VISIT(self->member);
+    LANE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+Lane_clear(Lane *self)
+{
+#define CLEAR(member) Py_CLEAR(self->member);
+    LANE_OBJECTS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+Lane_dealloc(Lane *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lane_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Lane_members[] = {
+    {"peer", T_OBJECT, offsetof(Lane, peer), 0, NULL},
+    {"rewriter", T_OBJECT, offsetof(Lane, rewriter), 0, NULL},
+    {"vp8", T_OBJECT, offsetof(Lane, vp8), 0, NULL},
+    {"pt_map", T_OBJECT, offsetof(Lane, pt_map), 0, NULL},
+    {"out_ssrc", T_OBJECT, offsetof(Lane, out_ssrc), 0, NULL},
+    {"ast_id", T_INT, offsetof(Lane, ast_id), 0, NULL},
+    {"waiting_keyframe", T_BOOL, offsetof(Lane, waiting_keyframe), 0, NULL},
+    {"sent", T_LONGLONG, offsetof(Lane, sent), 0, NULL},
+    {"octets", T_LONGLONG, offsetof(Lane, octets), 0, NULL},
+    {"dropped", T_LONGLONG, offsetof(Lane, dropped), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._fastpath.Lane",
+    .tp_doc = "the per-subscriber state the compiled fan-out reads (base of media.forwarder.SlotSender)",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_members = Lane_members,
+};
+
+static PyObject *str_send_rewritten, *str_forward_video, *str_forward_audio, *str_wait_for_keyframe;
+
+/* The compiled Sender behind the lane's peer.send_rewritten (a new reference), or NULL with no
+ * error set when there is none (the lane goes to Python), or NULL with an error. */
+static Sender *
+lane_sender(Lane *lane)
+{
+    if (lane->peer == NULL)
+        return NULL;
+    PyObject *method = PyObject_GetAttr(lane->peer, str_send_rewritten);
+    if (method == NULL)
+        return NULL;
+    Sender *sender = NULL;
+    if (PyCFunction_Check(method)) {
+        PyObject *owner = PyCFunction_GET_SELF(method);
+        if (owner != NULL && Py_TYPE(owner) == &SenderType) {
+            sender = (Sender *)owner;
+            Py_INCREF(sender);
+        }
+    }
+    Py_DECREF(method);
+    return sender;
+}
+
+/* pt_map[codec] as a payload type, -1 when absent, -2 on error */
+static long
+lane_pt(Lane *lane, PyObject *codec)
+{
+    if (lane->pt_map == NULL || !PyDict_Check(lane->pt_map))
+        return -1;
+    PyObject *pt = PyDict_GetItemWithError(lane->pt_map, codec);   /* borrowed */
+    if (pt == NULL)
+        return PyErr_Occurred() ? -2 : -1;
+    long v = PyLong_AsLong(pt);
+    return (v == -1 && PyErr_Occurred()) ? -2 : v;
+}
+
+static int
+lane_out_ssrc(Lane *lane, unsigned long *out)
+{
+    if (lane->out_ssrc == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "lane without out_ssrc");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongMask(lane->out_ssrc);
+    return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+#define HEAD_MAX 64
+
+/* fanout_video(outs, frame, head, rest, codec, keyframe, seq, ts, ssrc, marker, vp8_mode, pid,
+ *              pid_rel, ast, now) -> int
+ * vp8_mode 0: no VP8 descriptor to rewrite (H.264); 1: a lone 15-bit PictureID ``pid`` at
+ * ``pid_rel`` bytes into the payload; 2: another descriptor (every lane goes to Python).
+ * Returns how many lanes stopped waiting for a keyframe here (the caller's Source.waiting). */
+static PyObject *
+fanout_video(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "fanout_video(outs, frame, head, rest, codec, keyframe, seq, ts, ssrc, "
+                                         "marker, vp8_mode, pid, pid_rel, ast, now)");
+        return NULL;
+    }
+    PyObject *outs = args[0], *frame = args[1], *codec = args[4], *now_o = args[14];
+    if (!PyList_Check(outs)) {
+        PyErr_SetString(PyExc_TypeError, "outs must be a list");
+        return NULL;
+    }
+    int keyframe = PyObject_IsTrue(args[5]);
+    if (keyframe < 0)
+        return NULL;
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[6]), ts = PyLong_AsUnsignedLongMask(args[7]),
+        ssrc = PyLong_AsUnsignedLongMask(args[8]), marker = PyLong_AsUnsignedLongMask(args[9]),
+        ast = PyLong_AsUnsignedLongMask(args[13]);
+    long vp8_mode = PyLong_AsLong(args[10]), pid_rel = PyLong_AsLong(args[12]);
+    long long pid = PyLong_AsLongLong(args[11]);
+    double now = PyFloat_AsDouble(now_o);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer h, r;
+    if (PyObject_GetBuffer(args[2], &h, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[3], &r, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&h);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    long stopped = 0;
+    unsigned char with_ast[HEAD_MAX];
+    if (h.len < 12 || h.len + 8 > HEAD_MAX) {
+        PyErr_SetString(PyExc_ValueError, "head must hold 12 to 56 bytes");
+        goto done;
+    }
+    /* the head with an abs-send-time extension (one-byte form, one element; the id per lane) */
+    with_ast[0] = ((const unsigned char *)h.buf)[0] | 0x10;
+    memcpy(with_ast + 1, (const unsigned char *)h.buf + 1, 11);
+    with_ast[12] = 0xBE; with_ast[13] = 0xDE; with_ast[14] = 0; with_ast[15] = 1;
+    with_ast[17] = (unsigned char)(ast >> 16); with_ast[18] = (unsigned char)(ast >> 8); with_ast[19] = (unsigned char)ast;
+    memcpy(with_ast + 20, (const unsigned char *)h.buf + 12, h.len - 12);
+
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(outs); i++) {
+        PyObject *out = PyList_GET_ITEM(outs, i);   /* borrowed: held while used below */
+        Py_INCREF(out);
+        Lane *lane = (Lane *)out;
+        int python = !PyObject_TypeCheck(out, &LaneType);
+        if (!python && lane->waiting_keyframe && !keyframe) {
+            Py_DECREF(out);
+            continue;
+        }
+        Sender *sender = NULL;
+        if (!python) {
+            python = vp8_mode == 2 || lane->rewriter == NULL || Py_TYPE(lane->rewriter) != &RewriterType;
+            if (!python && vp8_mode == 1) {
+                Vp8 *v = (Vp8 *)lane->vp8;
+                python = v == NULL || Py_TYPE(v) != &Vp8Type || !v->has_source || v->source_ssrc != (uint32_t)ssrc
+                    || v->pid_anchor || v->pid_bits != 15;
+            }
+            if (!python) {
+                sender = lane_sender(lane);
+                if (sender == NULL) {
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(out);
+                        goto done;
+                    }
+                    python = 1;
+                }
+            }
+        }
+        if (python) {
+            PyObject *rc = PyObject_CallMethodObjArgs(out, str_forward_video, frame, now_o, NULL);
+            Py_DECREF(out);
+            if (rc == NULL)
+                goto done;
+            Py_DECREF(rc);
+            continue;
+        }
+        if (lane->waiting_keyframe) {
+            lane->waiting_keyframe = 0;
+            stopped++;
+        }
+        int ok = 0;
+        long pt = lane_pt(lane, codec);
+        unsigned long out_ssrc;
+        if (pt == -2 || (pt >= 0 && lane_out_ssrc(lane, &out_ssrc) < 0)) {
+            Py_DECREF(sender);
+            Py_DECREF(out);
+            goto done;
+        }
+        if (pt < 0) {
+            lane->dropped++;
+        } else {
+            const unsigned char *head = h.buf;
+            Py_ssize_t head_len = h.len, off = 12;
+            if (lane->ast_id) {
+                with_ast[16] = (unsigned char)(((unsigned)lane->ast_id << 4) | 2);
+                head = with_ast;
+                head_len = h.len + 8;
+                off = 20;
+            }
+            uint32_t out_seq, out_ts;
+            rw_map((Rewriter *)lane->rewriter, (uint32_t)(seq & 0xFFFF), (uint32_t)ts, (uint32_t)ssrc, 1, now,
+                   &out_seq, &out_ts);
+            long pid_at = -1;
+            long long out_pid = 0;
+            if (vp8_mode == 1) {
+                out_pid = vp8_picture_id((Vp8 *)lane->vp8, pid, 1, (uint32_t)ssrc);   /* >= 0: checked above */
+                pid_at = (long)off + pid_rel;
+            }
+            unsigned long v[4] = {(marker | (unsigned long)pt) & 0xFF, out_seq, out_ts, out_ssrc};
+            ok = sender_send(sender, head, head_len, r.buf, r.len, v, pid_at, (long)out_pid, args[3]);
+            if (ok < 0) {
+                Py_DECREF(sender);
+                Py_DECREF(out);
+                goto done;
+            }
+            if (ok) {
+                lane->sent++;
+                lane->octets += head_len - off + r.len;
+            } else {
+                lane->dropped++;
+                PyObject *rc = PyObject_CallMethodObjArgs(out, str_wait_for_keyframe, now_o, NULL);
+                if (rc == NULL) {
+                    Py_DECREF(sender);
+                    Py_DECREF(out);
+                    goto done;
+                }
+                Py_DECREF(rc);
+            }
+        }
+        Py_DECREF(sender);
+        Py_DECREF(out);
+    }
+    result = PyLong_FromLong(stopped);
+done:
+    PyBuffer_Release(&r);
+    PyBuffer_Release(&h);
+    return result;
+}
+
+/* fanout_audio(outs, payload, codec, seq, ts, ssrc, marker, now) -> None: SlotSender.forward_audio
+ * for every lane */
+static PyObject *
+fanout_audio(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "fanout_audio(outs, payload, codec, seq, ts, ssrc, marker, now)");
+        return NULL;
+    }
+    PyObject *outs = args[0], *codec = args[2], *now_o = args[7];
+    if (!PyList_Check(outs)) {
+        PyErr_SetString(PyExc_TypeError, "outs must be a list");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[3]), ts = PyLong_AsUnsignedLongMask(args[4]),
+        ssrc = PyLong_AsUnsignedLongMask(args[5]), marker = PyLong_AsUnsignedLongMask(args[6]);
+    double now = PyFloat_AsDouble(now_o);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer p;
+    if (PyObject_GetBuffer(args[1], &p, PyBUF_SIMPLE) < 0)
+        return NULL;
+    static const unsigned char fixed[12] = {0x80};
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(outs); i++) {
+        PyObject *out = PyList_GET_ITEM(outs, i);
+        Py_INCREF(out);
+        Lane *lane = (Lane *)out;
+        Sender *sender = NULL;
+        if (PyObject_TypeCheck(out, &LaneType) && lane->rewriter != NULL && Py_TYPE(lane->rewriter) == &RewriterType) {
+            sender = lane_sender(lane);
+            if (sender == NULL && PyErr_Occurred()) {
+                Py_DECREF(out);
+                goto done;
+            }
+        }
+        if (sender == NULL) {
+            PyObject *rc = PyObject_VectorcallMethod(str_forward_audio,
+                                                     (PyObject *[]){out, args[1], codec, args[3], args[4], args[5],
+                                                                    args[6], now_o},
+                                                     8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(out);
+            if (rc == NULL)
+                goto done;
+            Py_DECREF(rc);
+            continue;
+        }
+        long pt = lane_pt(lane, codec);
+        unsigned long out_ssrc;
+        if (pt == -2 || (pt >= 0 && lane_out_ssrc(lane, &out_ssrc) < 0)) {
+            Py_DECREF(sender);
+            Py_DECREF(out);
+            goto done;
+        }
+        if (pt < 0) {
+            lane->dropped++;
+        } else {
+            uint32_t out_seq, out_ts;
+            rw_map((Rewriter *)lane->rewriter, (uint32_t)(seq & 0xFFFF), (uint32_t)ts, (uint32_t)ssrc, 1, now,
+                   &out_seq, &out_ts);
+            unsigned long v[4] = {(marker | (unsigned long)pt) & 0xFF, out_seq, out_ts, out_ssrc};
+            int ok = sender_send(sender, fixed, 12, p.buf, p.len, v, -1, 0, args[1]);
+            if (ok < 0) {
+                Py_DECREF(sender);
+                Py_DECREF(out);
+                goto done;
+            }
+            if (ok) {
+                lane->sent++;
+                lane->octets += p.len;
+            } else {
+                lane->dropped++;
+            }
+        }
+        Py_DECREF(sender);
+        Py_DECREF(out);
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&p);
+    return result;
+}
+
+static PyMethodDef fastpath_functions[] = {
+    {"fanout_video", (PyCFunction)(void (*)(void))fanout_video, METH_FASTCALL,
+     "fanout_video(outs, frame, head, rest, codec, keyframe, seq, ts, ssrc, marker, vp8_mode, pid, pid_rel, ast, now)"
+     " -> int: SlotSender.forward_video for every lane; the number that stopped waiting for a keyframe"},
+    {"fanout_audio", (PyCFunction)(void (*)(void))fanout_audio, METH_FASTCALL,
+     "fanout_audio(outs, payload, codec, seq, ts, ssrc, marker, now): SlotSender.forward_audio for every lane"},
+    {NULL}
+};
+
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "media._fastpath",
     .m_doc = "The SFU's per-subscriber send (join, SRTP protect, sendto) in C.",
     .m_size = -1,
+    .m_methods = fastpath_functions,
 };
 
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
-    if (PyType_Ready(&SenderType) < 0)
+    if (PyType_Ready(&SenderType) < 0 || PyType_Ready(&RewriterType) < 0 || PyType_Ready(&Vp8Type) < 0
+            || PyType_Ready(&LaneType) < 0)
+        return NULL;
+    if ((str_send_rewritten = PyUnicode_InternFromString("send_rewritten")) == NULL
+            || (str_forward_video = PyUnicode_InternFromString("forward_video")) == NULL
+            || (str_forward_audio = PyUnicode_InternFromString("forward_audio")) == NULL
+            || (str_wait_for_keyframe = PyUnicode_InternFromString("_wait_for_keyframe")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&SenderType);
-    if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) {
-        Py_DECREF(&SenderType);
-        Py_DECREF(m);
-        return NULL;
+    struct { const char *name; PyTypeObject *type; } types[] = {
+        {"Sender", &SenderType}, {"SlotRewriter", &RewriterType}, {"Vp8Rewriter", &Vp8Type}, {"Lane", &LaneType},
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyModule_AddObjectRef(m, types[i].name, (PyObject *)types[i].type) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     if (PyModule_AddIntConstant(m, "BUFFER_SIZE", BUFFER_SIZE) < 0) {
         Py_DECREF(m);

@@ -111,10 +111,11 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import candidate_to_aioice
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-try:  # the per-subscriber send in C (setup.py builds it when a compiler is at hand)
-    from media import _fastpath  # type: ignore[attr-defined]  # (a C extension: no stubs)
-except ImportError:  # pragma: no cover - the same steps run in Python (_Srtp.parts_sender)
-    _fastpath = None
+from media import native
+
+# the per-subscriber send in C (setup.py builds it when a compiler is at hand), or None: the
+# same steps run in Python (_Srtp.parts_sender)
+_fastpath = native.fastpath
 
 if TYPE_CHECKING:
     from media.config import MediaConfig

@@ -39,9 +39,11 @@ publisher's and writes the subscriber's own)::
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-__all__ = ["RtpHeader", "SlotRewriter", "abs_send_time", "audio_level", "build_rtx", "extension_block",
+from media import native
+
+__all__ = ["PySlotRewriter", "RtpHeader", "SlotRewriter", "abs_send_time", "audio_level", "build_rtx", "extension_block",
            "find_extension", "parse_header", "payload_bounds", "payload_offset", "seq_delta", "seq_newer",
            "set_extension", "unwrap_rtx", "with_extension_block"]
 
@@ -449,3 +451,11 @@ class SlotRewriter:
         buf = bytearray(packet)
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, (ts + self._ts_offset) & 0xFFFFFFFF, self.out_ssrc)
         return bytes(buf)
+
+
+# The reference implementation.  ``SlotRewriter`` is media._fastpath's when that is built: the
+# same API and results (tests/media/test_rewriters_compiled.py runs both on the same packets),
+# with its state in C where the compiled fan-out (media.forwarder) reads it.
+PySlotRewriter = SlotRewriter
+if not TYPE_CHECKING and native.fastpath is not None:
+    SlotRewriter = native.fastpath.SlotRewriter  # noqa: F811

@@ -44,9 +44,11 @@ new bytearray).  A source without PictureID (I=0) is forwarded with its descript
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-__all__ = ["Vp8Descriptor", "Vp8Rewriter", "descriptor_layout", "is_keyframe", "keyframe_size", "parse_descriptor"]
+from media import native
+
+__all__ = ["PyVp8Rewriter", "Vp8Descriptor", "Vp8Rewriter", "descriptor_layout", "is_keyframe", "keyframe_size", "parse_descriptor"]
 
 _START_CODE = b"\x9d\x01\x2a"
 
@@ -363,3 +365,10 @@ class Vp8Rewriter:
         wide.append(out & 0xFF)
         wide += buf[pid_pos + 1:]
         return wide
+
+
+# The reference implementation.  ``Vp8Rewriter`` is media._fastpath's when that is built: the
+# same API and results (tests/media/test_rewriters_compiled.py runs both on the same packets).
+PyVp8Rewriter = Vp8Rewriter
+if not TYPE_CHECKING and native.fastpath is not None:
+    Vp8Rewriter = native.fastpath.Vp8Rewriter  # noqa: F811

@@ -34,6 +34,16 @@ from media.rtcp import (
     unix_from_ntp,
 )
 from media.rtp_rewrite import SlotRewriter
+from tests.media.implementations import REWRITERS
+
+
+@pytest.fixture(autouse=True, params=REWRITERS)
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on the Python rewriters and on media._fastpath's."""
+    slot, vp8_rewriter = request.param
+    monkeypatch.setitem(globals(), "SlotRewriter", slot)
+    monkeypatch.setitem(globals(), "Vp8Rewriter", vp8_rewriter)
+
 
 BLOCK = ReportBlock(ssrc=0x11223344, fraction_lost=25, packets_lost=-3, highest_seq=0x0001FFFF,
                     jitter=120, lsr=0xAABBCCDD, dlsr=65536)

@@ -20,6 +20,15 @@ from media.rtp_rewrite import (
     unwrap_rtx,
     with_extension_block,
 )
+from tests.media.implementations import REWRITERS
+
+
+@pytest.fixture(autouse=True, params=REWRITERS)
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on the Python rewriters and on media._fastpath's."""
+    slot, vp8_rewriter = request.param
+    monkeypatch.setitem(globals(), "SlotRewriter", slot)
+    monkeypatch.setitem(globals(), "Vp8Rewriter", vp8_rewriter)
 
 
 def rtp(seq: int, ts: int, ssrc: int, payload: bytes = b"x", *, marker: bool = False, pt: int = 96,

@@ -7,6 +7,15 @@ import pytest
 
 from media.rtp_rewrite import SlotRewriter, payload_offset
 from media.vp8 import Vp8Rewriter, descriptor_layout, is_keyframe, keyframe_size, parse_descriptor
+from tests.media.implementations import REWRITERS
+
+
+@pytest.fixture(autouse=True, params=REWRITERS)
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on the Python rewriters and on media._fastpath's."""
+    slot, vp8_rewriter = request.param
+    monkeypatch.setitem(globals(), "SlotRewriter", slot)
+    monkeypatch.setitem(globals(), "Vp8Rewriter", vp8_rewriter)
 
 
 def descriptor(*, start: bool = True, pid_part: int = 0, n: bool = False, picture_id: int | None = None,
