@@ -27,6 +27,7 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -146,7 +147,9 @@ async def _serve(conn: multiprocessing.connection.Connection, gallery: int, audi
     freeze_startup_objects()   # as `lienthong serve` does once started
     loop = asyncio.get_running_loop()
     loop.add_reader(conn.fileno(), server.on_readable)
-    conn.send(("ready", os.getpid()))
+    from media import native
+
+    conn.send(("ready", os.getpid(), native.fastpath is not None))
     try:
         await server.stopped.wait()
     finally:
@@ -161,17 +164,19 @@ async def _serve(conn: multiprocessing.connection.Connection, gallery: int, audi
 
 def run(conn: multiprocessing.connection.Connection, cpu: int | None, gallery: int, audio_slots: int,
         compiled: bool = True) -> None:
-    """Child process entry point (spawn context).  ``compiled`` False: the SFU sends without
-    ``media._fastpath`` (the same steps in Python), for a same-run comparison.  With
+    """Child process entry point (spawn context).  ``compiled`` False: the SFU runs without
+    ``media._fastpath`` (the same steps in Python: fan-out, rewriters, send), for a same-run
+    comparison.  With
     ``BENCH_SFU_PROFILE=<file>`` in the environment the SFU runs under cProfile and leaves its
     stats there (a developer's aid: the profiler itself costs CPU, so figures of such a run are
     not the SFU's)."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     if not compiled:
-        import media.rtc_adapter
-
-        setattr(media.rtc_adapter, "_fastpath", None)  # the SFU sends from Python, as without a compiler
+        # Everything in Python, as on a machine without a C compiler: read by media.native when
+        # media is first imported, which is below (this child imports it only in _serve).
+        assert "media" not in sys.modules, "media was imported before the pure-Python switch"
+        os.environ["LIENTHONG_PURE_PYTHON"] = "1"
     profile_to = os.environ.get("BENCH_SFU_PROFILE")
     if not profile_to:
         asyncio.run(_serve(conn, gallery, audio_slots))
@@ -217,6 +222,7 @@ class SfuProcess:
         self.audio_slots = audio_slots
         self.start_timeout = start_timeout
         self.pid = 0
+        self.native: bool | None = None    # whether the child runs media._fastpath (known once ready)
         self.slots: dict[str, dict[str, str | None]] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None  # called for every event
@@ -278,6 +284,7 @@ class SfuProcess:
                 if self.on_event is not None:
                     self.on_event(pid, event)
             elif kind == "ready" and self._ready is not None and not self._ready.done():
+                self.native = bool(message[2])
                 self._ready.set_result(message[1])
 
     def _fail_all(self, error: Exception) -> None:

@@ -15,9 +15,14 @@ descriptor) and what they only copy (the rest of the payload); then per subscrib
 that source: copy the small head, rewrite PT (the subscriber's number for the codec),
 SSRC/seq/ts (``SlotRewriter``), VP8 PictureID/TL0PICIDX (``Vp8Rewriter``), then SRTP-protect
 head + rest joined in libsrtp's buffer and ``sendto`` (``PacketPeer.send_parts``).  Bytes and
-``struct`` only; no per-packet task.  When ``media._fastpath`` is built, writing the header
-fields, joining, protecting and sending are one C call (``PacketPeer.send_rewritten``); the
-rewriters' arithmetic stays here, so both paths keep the same state.
+``struct`` only; no per-packet task.  When ``media._fastpath`` is built (``media.native``),
+the loop over a source's slots is one C call (``fanout_video``/``fanout_audio``): the slot's
+fields the loop uses live in its C base class (``Lane``), the rewriters are the C ones (same API
+and results as the Python classes), and writing the header, joining, protecting and sending
+happen in C (``PacketPeer.send_rewritten``).  A slot whose packet needs anything else (no
+compiled sender yet, a VP8 descriptor with TL0PICIDX/KEYIDX or a 7-bit PictureID, a PictureID
+anchor after a switch) is handed to ``SlotSender.forward_video``/``forward_audio``, the same
+steps in Python, on the same state.
 
 Switching a video slot re-anchors its rewriters and drops packets until a keyframe of the new
 source arrives; a PLI asks the source for one (at most one per ``PLI_INTERVAL`` per source
@@ -56,11 +61,11 @@ import struct
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from media import h264, rtcp, vp8
+from media import h264, native, rtcp, vp8
 from media.bandwidth import LayerChooser, RembAggregator
 from media.config import MediaConfig
 from media.packet_cache import PacketCache, ReceiveStats
@@ -100,6 +105,30 @@ _FIXED = struct.Struct("!BBHII")    # the fixed RTP header
 _HEADER = struct.Struct("!BHII")    # its bytes 1..11: marker + PT, seq, timestamp, SSRC
 _PICTURE_ID = struct.Struct("!H")
 _AUDIO_HEAD = b"\x80" + bytes(11)   # an outgoing audio header before send_rewritten writes bytes 1..11
+
+# The per-subscriber loop in C (media.native), or None: the loops below in Python.
+_fanout_video: Callable[..., int] | None = getattr(native.fastpath, "fanout_video", None)
+_fanout_audio: Callable[..., None] | None = getattr(native.fastpath, "fanout_audio", None)
+
+if TYPE_CHECKING or native.fastpath is None:
+    class _Lane:
+        """What ``media._fastpath.Lane`` holds (the fields the compiled fan-out reads and
+        writes), for machines without it."""
+
+        __slots__ = ("peer", "rewriter", "vp8", "pt_map", "out_ssrc", "ast_id", "waiting_keyframe", "sent", "octets",
+                     "dropped")
+        peer: PacketPeer
+        rewriter: SlotRewriter
+        vp8: vp8.Vp8Rewriter
+        pt_map: dict[str, int]
+        out_ssrc: int
+        ast_id: int
+        waiting_keyframe: bool
+        sent: int
+        octets: int
+        dropped: int
+else:
+    _Lane = native.fastpath.Lane
 
 
 class ForwarderError(Exception):
@@ -347,6 +376,9 @@ class Source:
         marker = b1 & 0x80
         if self.kind != "video":
             payload = memoryview(packet)[off:end]
+            if _fanout_audio is not None:
+                _fanout_audio(outs, payload, codec, seq, ts, ssrc, marker, arrival)
+                return
             for out in outs:
                 out.forward_audio(payload, codec, seq, ts, ssrc, marker, arrival)
             return
@@ -371,6 +403,18 @@ class Source:
                 self.last_keyframe = arrival
         frame = _Frame(b"\x80" + packet[1:12] + packet[off:split], memoryview(packet)[split:end], codec, keyframe,
                        layout, off, abs_send_time(arrival), seq, ts, ssrc, marker, pid)
+        if _fanout_video is not None:
+            if layout is None:
+                vp8_mode, pid_rel = 0, -1
+            elif pid >= 0:
+                vp8_mode, pid_rel = 1, layout[0] - off
+            else:
+                vp8_mode, pid_rel = 2, -1
+            stopped = _fanout_video(outs, frame, frame.head, frame.rest, codec, keyframe, seq, ts, ssrc, marker,
+                                    vp8_mode, pid, pid_rel, frame.ast, arrival)
+            if stopped:
+                self.waiting -= stopped
+            return
         for out in outs:
             out.forward_video(frame, arrival)
 
@@ -441,12 +485,12 @@ class _Frame:
         return layout
 
 
-class SlotSender:
-    """One outgoing m-line of a subscriber: a continuous stream whatever source feeds it."""
+class SlotSender(_Lane):
+    """One outgoing m-line of a subscriber: a continuous stream whatever source feeds it.  The
+    fields the compiled fan-out reads and writes are those of ``_Lane``."""
 
-    __slots__ = ("endpoint", "slot", "mid", "kind", "out_ssrc", "pt_map", "rtx", "rtx_ssrc", "rtx_seq", "ast_id",
-                 "rewriter", "vp8", "source", "waiting_keyframe", "sent", "octets", "dropped", "retransmitted",
-                 "send", "previous", "peer")
+    __slots__ = ("endpoint", "slot", "mid", "kind", "rtx", "rtx_ssrc", "rtx_seq", "source", "retransmitted", "send",
+                 "previous")
 
     def __init__(self, endpoint: Endpoint, slot: str, line: MLine):
         self.endpoint = endpoint

@@ -27,12 +27,20 @@ async def service() -> AsyncIterator[media.MediaService]:
 
 @pytest.fixture(params=["compiled", "python"])
 def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test on both send paths: media._fastpath's C sender, and the Python one that
-    machines without a C compiler use."""
+    """Run a test on both forwarding paths: media._fastpath's (the fan-out, the rewriters and the
+    sender in C), and the Python one that machines without a C compiler use (only the slots'
+    storage, fixed at import, stays media._fastpath.Lane)."""
     from media import rtc_adapter
 
     if request.param == "python":
+        from media import forwarder, vp8
+        from media.rtp_rewrite import PySlotRewriter
+
         monkeypatch.setattr(rtc_adapter, "_fastpath", None)
+        monkeypatch.setattr(forwarder, "_fanout_video", None)
+        monkeypatch.setattr(forwarder, "_fanout_audio", None)
+        monkeypatch.setattr(forwarder, "SlotRewriter", PySlotRewriter)
+        monkeypatch.setattr(vp8, "Vp8Rewriter", vp8.PyVp8Rewriter)
     elif rtc_adapter._fastpath is None:
         pytest.skip("media._fastpath is not built")
     return str(request.param)

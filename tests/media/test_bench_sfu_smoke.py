@@ -322,9 +322,11 @@ async def test_all_c_floor_forwarder_rewrites_protects_and_sends_to_every_subscr
 
 async def test_sfu_child_process_joins_reports_refusals_and_stops() -> None:
     from bench._sfu_ours import SfuError, SfuProcess
+    from media import native
 
     sfu = SfuProcess(cpu=None)
     async with sfu:
+        assert sfu.native == (native.fastpath is not None)
         chair = await sfu.join("c", "Chủ trì", "chair")
         site = await sfu.join("s1", "Điểm cầu 1", "site")
         assert [e["slot"] for e in site["layout"][:4]] == ["audio-0", "main", "chair", "screen"]
@@ -341,6 +343,16 @@ async def test_sfu_child_process_joins_reports_refusals_and_stops() -> None:
         assert isinstance(await sfu.counters(), dict)
         pid = sfu.pid
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+async def test_sfu_child_without_the_compiled_path_runs_everything_in_python() -> None:
+    """bench.sfu's same-run comparison (``sfu_cpu_us_per_packet_python_send``) must measure the
+    SFU as a machine without a C compiler runs it."""
+    from bench._sfu_ours import SfuProcess
+
+    async with SfuProcess(cpu=None, compiled=False) as sfu:
+        assert sfu.native is False
+        await sfu.join("c", "Chủ trì", "chair")
 
 
 # ---- the whole SFU scenario, tiny (bench/_sfu_sites.py against media.MediaService) ----
