@@ -1,7 +1,8 @@
-"""The one compiled part: ``media._fastpath`` (the SFU's per-subscriber send in C).
+"""The one compiled part: ``media._fastpath`` (the SFU's per-packet fan-out in C: the loop over a
+source's slots, the slot rewriters, SRTP protect and ``sendto``).
 
 Optional: when no C compiler or Python headers are at hand the build goes on without it and
-``media.rtc_adapter`` does the same work in Python (slower).  Everything else is in pyproject.toml.
+``media`` does the same work in Python (slower; ``media.native``).  Everything else is in pyproject.toml.
 """
 
 from setuptools import Extension, setup

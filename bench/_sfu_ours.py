@@ -27,7 +27,6 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ ROOM_ID = "bench-room"
 # Events the load generator reads; the rest (participants, speaker, hands...) stay in the child.
 FORWARDED_EVENTS = frozenset({"slots", "floor", "closed", "layers"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PURE_PYTHON_ENV = "LIENTHONG_PURE_PYTHON"   # media.native.PURE_PYTHON_ENV (media is imported in the child only)
 
 
 class SfuError(RuntimeError):
@@ -173,10 +173,13 @@ def run(conn: multiprocessing.connection.Connection, cpu: int | None, gallery: i
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     if not compiled:
-        # Everything in Python, as on a machine without a C compiler: read by media.native when
-        # media is first imported, which is below (this child imports it only in _serve).
-        assert "media" not in sys.modules, "media was imported before the pure-Python switch"
-        os.environ["LIENTHONG_PURE_PYTHON"] = "1"
+        # Everything in Python, as on a machine without a C compiler: SfuProcess.start put
+        # LIENTHONG_PURE_PYTHON=1 in this child's environment, read when media is first imported
+        # (which may be before this function: spawn imports the parent's main module first).
+        from media import native
+
+        if native.fastpath is not None:
+            raise RuntimeError("the SFU child was asked to run without media._fastpath but has it")
     profile_to = os.environ.get("BENCH_SFU_PROFILE")
     if not profile_to:
         asyncio.run(_serve(conn, gallery, audio_slots))
@@ -246,7 +249,16 @@ class SfuProcess:
         self._ready = loop.create_future()
         self._proc = ctx.Process(target=run, args=(child, self.cpu, self.gallery, self.audio_slots, self.compiled), daemon=True,
                                  name="bench-sfu")
-        self._proc.start()
+        before = os.environ.get(PURE_PYTHON_ENV)
+        if not self.compiled:
+            os.environ[PURE_PYTHON_ENV] = "1"   # the child's media.native reads it at import
+        try:
+            self._proc.start()
+        finally:
+            if before is None:
+                os.environ.pop(PURE_PYTHON_ENV, None)
+            else:
+                os.environ[PURE_PYTHON_ENV] = before
         child.close()
         loop.add_reader(self._conn.fileno(), self._on_readable)
         try:

@@ -1,7 +1,14 @@
-/* media._fastpath: the SFU's per-subscriber send in C (optional; media/rtc_adapter.py falls
- * back to the same steps in Python when this module is not built).
+/* media._fastpath: the SFU's per-packet fan-out in C (optional: media.native imports it; without
+ * it the same steps run in Python, media/forwarder.py, media/rtp_rewrite.py, media/vp8.py and
+ * media/rtc_adapter.py, which stay the reference).  It holds:
  *
- * One ``Sender`` per (subscriber, nominated ICE pair): it owns a duplicate of the pair's UDP
+ * - ``Sender``: one subscriber's send on one nominated ICE pair (below);
+ * - ``SlotRewriter`` and ``Vp8Rewriter``: the slot rewriters of media.rtp_rewrite and media.vp8,
+ *   the same API and results, their state in C;
+ * - ``Lane``, ``fanout_video`` and ``fanout_audio``: the forwarder's loop over the slots a source
+ *   feeds (the end of this file).
+ *
+ * ``Sender``: one per (subscriber, nominated ICE pair): it owns a duplicate of the pair's UDP
  * socket descriptor, the remote address as a ready ``sockaddr`` and a packet buffer, and calls
  * libsrtp's ``srtp_protect`` (libsrtp 2.x: ``int srtp_protect(srtp_t, void *, int *)``) through
  * the function pointer pylibsrtp's cffi binding exports, on the session pylibsrtp created (the
@@ -29,6 +36,8 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <time.h>
 
 #define BUFFER_SIZE 1500
 #define TRAILER 148          /* SRTP_MAX_TRAILER_LEN and then some: libsrtp writes the tag after */
@@ -1543,6 +1552,405 @@ done:
     return result;
 }
 
+
+/* ---------------------------------------------------------------------------------------------
+ * The receive side: ``Receive`` and ``Reader``.
+ *
+ * ``Receive(unprotect, unprotect_rtcp, ctx, session, peer, on_failure)``: what the function of
+ * media.rtc_adapter._Srtp.receiver does with one incoming SRTP/SRTCP datagram: unprotect it with
+ * libsrtp (function pointers from pylibsrtp's binding, pylibsrtp's session), then RTCP to
+ * ``peer._deliver_rtcp(packet)``, RTP to ``peer.on_rtp(packet, mid, arrival)`` with the MID from
+ * ``peer._ssrc_mid`` (``peer._learn_mid(packet, ssrc)`` fills a miss) and ``time.monotonic()``'s
+ * clock; an exception of on_rtp goes to ``on_failure(exc)`` (logged there) and the packet is
+ * dropped.  Counts ``packets`` (RTP unprotected) and ``errors`` (too short or long, failed
+ * authentication or replay).  Called with the datagram (bytes-like), or by a Reader on its own
+ * buffer (no copy).
+ *
+ * ``Reader(transport, fd, protocol, max_size)``: asyncio's datagram read callback for one ICE
+ * socket, as media.rtc_adapter._drain_reader: up to DRAIN_MAX datagrams per call; SRTP/SRTCP
+ * (first byte 128..191, RFC 7983) to ``protocol.peer._receive`` once the peer has one, the rest
+ * to ``protocol.datagram_received(data, addr)``; errors to ``protocol.error_received``. */
+
+#define RX_CAPACITY 1500     /* pylibsrtp's Session buffer: longer datagrams are errors there too */
+#define DRAIN_MAX 32
+#define DATAGRAM_MAX 65536
+
+typedef int (*unprotect_fn)(void *ctx, void *data, int *len);
+
+typedef struct {
+    PyObject_HEAD
+    unprotect_fn unprotect, unprotect_rtcp;
+    void *ctx;
+    PyObject *session, *peer, *on_failure;
+    unsigned long long packets, errors;
+    unsigned char buffer[RX_CAPACITY + 16];
+} Receive;
+
+static PyTypeObject ReceiveType;
+static PyObject *str_on_rtp, *str_ssrc_mid, *str_learn_mid, *str_deliver_rtcp, *str_peer, *str_receive, *str_closing,
+    *str_datagram_received, *str_error_received;
+
+static int
+Receive_init(Receive *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"unprotect", "unprotect_rtcp", "ctx", "session", "peer", "on_failure", NULL};
+    unsigned long long unprotect, unprotect_rtcp, ctx;
+    PyObject *session, *peer, *on_failure;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKKOOO", kwlist, &unprotect, &unprotect_rtcp, &ctx, &session, &peer,
+                                     &on_failure))
+        return -1;
+    if (!unprotect || !unprotect_rtcp || !ctx) {
+        PyErr_SetString(PyExc_ValueError, "null libsrtp function or context");
+        return -1;
+    }
+    self->unprotect = (unprotect_fn)(uintptr_t)unprotect;
+    self->unprotect_rtcp = (unprotect_fn)(uintptr_t)unprotect_rtcp;
+    self->ctx = (void *)(uintptr_t)ctx;
+    Py_INCREF(session); Py_XSETREF(self->session, session);
+    Py_INCREF(peer); Py_XSETREF(self->peer, peer);
+    Py_INCREF(on_failure); Py_XSETREF(self->on_failure, on_failure);
+    return 0;
+}
+
+#define RECEIVE_OBJECTS(X) X(session) X(peer) X(on_failure)
+
+static int
+Receive_traverse(Receive *self, visitproc visit, void *arg)
+{
+#define VISIT(member) Py_VISIT(self->member);
+    RECEIVE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+Receive_clear(Receive *self)
+{
+#define CLEAR(member) Py_CLEAR(self->member);
+    RECEIVE_OBJECTS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+Receive_dealloc(Receive *self)
+{
+    PyObject_GC_UnTrack(self);
+    Receive_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* One datagram of n bytes in buf (writable, at least n + 16 bytes): 0 done (delivered or
+ * dropped), -1 Python error (from _deliver_rtcp, _learn_mid or on_failure). */
+static int
+receive_raw(Receive *self, unsigned char *buf, Py_ssize_t n)
+{
+    if (self->peer == NULL || self->ctx == NULL)
+        return 0;
+    if (n > RX_CAPACITY || n < 2) {
+        self->errors++;
+        return 0;
+    }
+    int len = (int)n;
+    if (buf[1] >= 192 && buf[1] <= 223) {
+        if (self->unprotect_rtcp(self->ctx, buf, &len) != 0) {
+            self->errors++;
+            return 0;
+        }
+        PyObject *packet = PyBytes_FromStringAndSize((const char *)buf, len);
+        if (packet == NULL)
+            return -1;
+        PyObject *rc = PyObject_CallMethodObjArgs(self->peer, str_deliver_rtcp, packet, NULL);
+        Py_DECREF(packet);
+        Py_XDECREF(rc);
+        return rc == NULL ? -1 : 0;
+    }
+    if (self->unprotect(self->ctx, buf, &len) != 0) {
+        self->errors++;
+        return 0;
+    }
+    self->packets++;
+    PyObject *handler = PyObject_GetAttr(self->peer, str_on_rtp);
+    if (handler == NULL)
+        return -1;
+    if (handler == Py_None || len < 12) {
+        Py_DECREF(handler);
+        return 0;
+    }
+    int result = -1;
+    PyObject *packet = NULL, *ssrc = NULL, *table = NULL, *mid = NULL, *arrival = NULL, *rc = NULL;
+    struct timespec now;
+    if ((packet = PyBytes_FromStringAndSize((const char *)buf, len)) == NULL)
+        goto done;
+    if ((ssrc = PyLong_FromUnsignedLong(get32(buf + 8))) == NULL)
+        goto done;
+    if ((table = PyObject_GetAttr(self->peer, str_ssrc_mid)) == NULL)
+        goto done;
+    if (!PyDict_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "peer._ssrc_mid must be a dict");
+        goto done;
+    }
+    mid = PyDict_GetItemWithError(table, ssrc);   /* borrowed */
+    if (mid != NULL) {
+        Py_INCREF(mid);
+    } else if (PyErr_Occurred() || (mid = PyObject_CallMethodObjArgs(self->peer, str_learn_mid, packet, ssrc, NULL)) == NULL) {
+        goto done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((arrival = PyFloat_FromDouble((double)now.tv_sec + now.tv_nsec * 1e-9)) == NULL)
+        goto done;
+    rc = PyObject_CallFunctionObjArgs(handler, packet, mid, arrival, NULL);
+    if (rc == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;       /* KeyboardInterrupt, SystemExit: up, as in Python */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        PyObject *logged = PyObject_CallFunctionObjArgs(self->on_failure, value ? value : Py_None, NULL);
+        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+        if (logged == NULL)
+            goto done;
+        Py_DECREF(logged);
+    }
+    result = 0;
+done:
+    Py_XDECREF(rc);
+    Py_XDECREF(arrival);
+    Py_XDECREF(mid);
+    Py_XDECREF(table);
+    Py_XDECREF(ssrc);
+    Py_XDECREF(packet);
+    Py_DECREF(handler);
+    return result;
+}
+
+static PyObject *
+Receive_call(Receive *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *data;
+    if (!PyArg_ParseTuple(args, "O", &data))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (b.len > RX_CAPACITY || b.len < 2) {
+        PyBuffer_Release(&b);
+        self->errors++;
+        Py_RETURN_NONE;
+    }
+    memcpy(self->buffer, b.buf, b.len);
+    Py_ssize_t n = b.len;
+    PyBuffer_Release(&b);
+    if (receive_raw(self, self->buffer, n) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Receive_close(Receive *self, PyObject *Py_UNUSED(ignored))
+{
+    self->ctx = NULL;     /* the session may go: drop everything from now on */
+    Py_CLEAR(self->session);
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef Receive_members[] = {
+    {"packets", T_ULONGLONG, offsetof(Receive, packets), READONLY, "RTP packets unprotected"},
+    {"errors", T_ULONGLONG, offsetof(Receive, errors), READONLY, "datagrams dropped: size, authentication, replay"},
+    {NULL}
+};
+
+static PyMethodDef Receive_methods[] = {
+    {"close", (PyCFunction)Receive_close, METH_NOARGS, "drop every datagram from now on, release the session"},
+    {NULL}
+};
+
+static PyTypeObject ReceiveType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._fastpath.Receive",
+    .tp_doc = "unprotect one SRTP/SRTCP datagram and hand it to the PacketPeer (media.rtc_adapter)",
+    .tp_basicsize = sizeof(Receive),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Receive_init,
+    .tp_dealloc = (destructor)Receive_dealloc,
+    .tp_traverse = (traverseproc)Receive_traverse,
+    .tp_clear = (inquiry)Receive_clear,
+    .tp_call = (ternaryfunc)Receive_call,
+    .tp_members = Receive_members,
+    .tp_methods = Receive_methods,
+};
+
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *transport, *protocol;
+    int fd;
+    Py_ssize_t max_size;
+    unsigned char *buffer;
+} Reader;
+
+static int
+Reader_init(Reader *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"transport", "fd", "protocol", "max_size", NULL};
+    PyObject *transport, *protocol;
+    int fd;
+    Py_ssize_t max_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiOn", kwlist, &transport, &fd, &protocol, &max_size))
+        return -1;
+    if (fd < 0 || max_size < 1 || max_size > DATAGRAM_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad descriptor or max_size");
+        return -1;
+    }
+    if (self->buffer == NULL && (self->buffer = PyMem_Malloc(DATAGRAM_MAX + 16)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->fd = fd;
+    self->max_size = max_size;
+    Py_INCREF(transport); Py_XSETREF(self->transport, transport);
+    Py_INCREF(protocol); Py_XSETREF(self->protocol, protocol);
+    return 0;
+}
+
+static int
+Reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->transport);
+    Py_VISIT(self->protocol);
+    return 0;
+}
+
+static int
+Reader_clear(Reader *self)
+{
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->protocol);
+    return 0;
+}
+
+static void
+Reader_dealloc(Reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    Reader_clear(self);
+    PyMem_Free(self->buffer);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* (host, port) or (host, port, flowinfo, scope_id), as Python's socket module builds them */
+static PyObject *
+address_tuple(const struct sockaddr_storage *addr, socklen_t len)
+{
+    char host[NI_MAXHOST];
+    int rc = getnameinfo((const struct sockaddr *)addr, len, host, sizeof(host), NULL, 0, NI_NUMERICHOST);
+    if (rc != 0) {
+        PyErr_Format(PyExc_OSError, "getnameinfo: %s", gai_strerror(rc));
+        return NULL;
+    }
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)addr;
+        return Py_BuildValue("(siII)", host, ntohs(v6->sin6_port), (unsigned)ntohl(v6->sin6_flowinfo),
+                             (unsigned)v6->sin6_scope_id);
+    }
+    return Py_BuildValue("(si)", host, ntohs(((const struct sockaddr_in *)addr)->sin_port));
+}
+
+static PyObject *
+Reader_call(Reader *self, PyObject *args, PyObject *kwds)
+{
+    if (self->transport == NULL || self->protocol == NULL)
+        Py_RETURN_NONE;
+    for (int i = 0; i < DRAIN_MAX; i++) {
+        PyObject *closing = PyObject_GetAttr(self->transport, str_closing);
+        if (closing == NULL)
+            return NULL;
+        int closed = PyObject_IsTrue(closing);
+        Py_DECREF(closing);
+        if (closed)
+            return closed < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+        struct sockaddr_storage addr;
+        socklen_t addrlen = sizeof(addr);
+        ssize_t n = recvfrom(self->fd, self->buffer, (size_t)self->max_size, MSG_DONTWAIT, (struct sockaddr *)&addr,
+                             &addrlen);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                Py_RETURN_NONE;
+            PyObject *type, *value, *tb;
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            PyObject *rc = PyObject_CallMethodObjArgs(self->protocol, str_error_received, value, NULL);
+            Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+            if (rc == NULL)
+                return NULL;
+            Py_DECREF(rc);
+            Py_RETURN_NONE;
+        }
+        if (n > 0 && self->buffer[0] > 127 && self->buffer[0] < 192) {
+            PyObject *peer = PyObject_GetAttr(self->protocol, str_peer);
+            if (peer == NULL)
+                return NULL;
+            PyObject *receive = NULL;
+            if (peer != Py_None && (receive = PyObject_GetAttr(peer, str_receive)) == NULL) {
+                Py_DECREF(peer);
+                return NULL;
+            }
+            Py_DECREF(peer);
+            if (receive != NULL && receive != Py_None) {
+                int rc;
+                if (Py_TYPE(receive) == &ReceiveType) {
+                    rc = receive_raw((Receive *)receive, self->buffer, n);
+                } else {
+                    PyObject *data = PyBytes_FromStringAndSize((const char *)self->buffer, n);
+                    PyObject *r = data ? PyObject_CallFunctionObjArgs(receive, data, NULL) : NULL;
+                    Py_XDECREF(data);
+                    Py_XDECREF(r);
+                    rc = r == NULL ? -1 : 0;
+                }
+                Py_DECREF(receive);
+                if (rc < 0)
+                    return NULL;
+                continue;
+            }
+            Py_XDECREF(receive);
+        }
+        PyObject *data = PyBytes_FromStringAndSize((const char *)self->buffer, n);
+        if (data == NULL)
+            return NULL;
+        PyObject *address = address_tuple(&addr, addrlen);
+        if (address == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        PyObject *rc = PyObject_CallMethodObjArgs(self->protocol, str_datagram_received, data, address, NULL);
+        Py_DECREF(data);
+        Py_DECREF(address);
+        if (rc == NULL)
+            return NULL;
+        Py_DECREF(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._fastpath.Reader",
+    .tp_doc = "asyncio's read callback for one ICE socket: drains it, SRTP to the peer's Receive",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Reader_init,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_traverse = (traverseproc)Reader_traverse,
+    .tp_clear = (inquiry)Reader_clear,
+    .tp_call = (ternaryfunc)Reader_call,
+};
+
+
 static PyMethodDef fastpath_functions[] = {
     {"fanout_video", (PyCFunction)(void (*)(void))fanout_video, METH_FASTCALL,
      "fanout_video(outs, frame, head, rest, codec, keyframe, seq, ts, ssrc, marker, vp8_mode, pid, pid_rel, ast, now)"
@@ -1555,7 +1963,8 @@ static PyMethodDef fastpath_functions[] = {
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "media._fastpath",
-    .m_doc = "The SFU's per-subscriber send (join, SRTP protect, sendto) in C.",
+    .m_doc = "The SFU's per-packet fan-out in C: slot rewriters, the loop over a source's slots, SRTP protect "
+             "and sendto (media.native; the Python modules are the reference).",
     .m_size = -1,
     .m_methods = fastpath_functions,
 };
@@ -1564,18 +1973,28 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     if (PyType_Ready(&SenderType) < 0 || PyType_Ready(&RewriterType) < 0 || PyType_Ready(&Vp8Type) < 0
-            || PyType_Ready(&LaneType) < 0)
+            || PyType_Ready(&LaneType) < 0 || PyType_Ready(&ReceiveType) < 0 || PyType_Ready(&ReaderType) < 0)
         return NULL;
     if ((str_send_rewritten = PyUnicode_InternFromString("send_rewritten")) == NULL
             || (str_forward_video = PyUnicode_InternFromString("forward_video")) == NULL
             || (str_forward_audio = PyUnicode_InternFromString("forward_audio")) == NULL
-            || (str_wait_for_keyframe = PyUnicode_InternFromString("_wait_for_keyframe")) == NULL)
+            || (str_wait_for_keyframe = PyUnicode_InternFromString("_wait_for_keyframe")) == NULL
+            || (str_on_rtp = PyUnicode_InternFromString("on_rtp")) == NULL
+            || (str_ssrc_mid = PyUnicode_InternFromString("_ssrc_mid")) == NULL
+            || (str_learn_mid = PyUnicode_InternFromString("_learn_mid")) == NULL
+            || (str_deliver_rtcp = PyUnicode_InternFromString("_deliver_rtcp")) == NULL
+            || (str_peer = PyUnicode_InternFromString("peer")) == NULL
+            || (str_receive = PyUnicode_InternFromString("_receive")) == NULL
+            || (str_closing = PyUnicode_InternFromString("_closing")) == NULL
+            || (str_datagram_received = PyUnicode_InternFromString("datagram_received")) == NULL
+            || (str_error_received = PyUnicode_InternFromString("error_received")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
         return NULL;
     struct { const char *name; PyTypeObject *type; } types[] = {
         {"Sender", &SenderType}, {"SlotRewriter", &RewriterType}, {"Vp8Rewriter", &Vp8Type}, {"Lane", &LaneType},
+        {"Receive", &ReceiveType}, {"Reader", &ReaderType},
     };
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyModule_AddObjectRef(m, types[i].name, (PyObject *)types[i].type) < 0) {

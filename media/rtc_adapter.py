@@ -382,6 +382,11 @@ class _Srtp:
         buffer and hand the packet to the peer's callbacks (``PacketPeer._receive``)."""
         if not self.fast:  # pragma: no cover - pinned by test_rtc_adapter
             return peer._receive_srtp
+        if _fastpath is not None:   # the same steps in C (media._fastpath.Receive)
+            ffi, lib = self._ffi, self._lib
+            return _fastpath.Receive(int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect"))),  # type: ignore[no-any-return]
+                                     int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect_rtcp"))),
+                                     int(ffi.cast("uintptr_t", self._ctx)), self.session, peer, _log_rtp_failure)
         unprotect, unprotect_rtcp = self._lib.srtp_unprotect, self._lib.srtp_unprotect_rtcp
         buffer, cdata, ctx, length = self._buffer, self._cdata, self._ctx, self._len
         capacity = self._capacity
@@ -391,20 +396,20 @@ class _Srtp:
         def receive(data: bytes) -> None:
             n = len(data)
             if n > capacity or n < 2:
-                peer.rx_errors += 1
+                peer._rx_errors += 1
                 return
             length[0] = n
             buffer[0:n] = data
             if 192 <= data[1] <= 223:
                 if unprotect_rtcp(ctx, cdata, length):   # replay, authentication: drop, like aiortc does
-                    peer.rx_errors += 1
+                    peer._rx_errors += 1
                     return
                 peer._deliver_rtcp(buffer[0:length[0]])
                 return
             if unprotect(ctx, cdata, length):
-                peer.rx_errors += 1
+                peer._rx_errors += 1
                 return
-            peer.rx_packets += 1
+            peer._rx_packets += 1
             handler = peer.on_rtp
             if handler is None or length[0] < 12:
                 return
@@ -417,8 +422,8 @@ class _Srtp:
                 mid = ssrc_mid[ssrc] = _mid_from_extension(packet, peer._mid_ext_id)
             try:
                 handler(packet, mid, monotonic())
-            except Exception:
-                log.exception("RTP handler failed")
+            except Exception as exc:
+                _log_rtp_failure(exc)
         return receive
 
     def unprotect(self, data: bytes | bytearray) -> bytes:
@@ -462,6 +467,10 @@ DRAIN_MAX = 32
 _MAX_DATAGRAM = 65536   # > the largest UDP payload (65507 over IPv4, 65527 over IPv6)
 
 
+def _log_rtp_failure(exc: BaseException) -> None:
+    log.error("RTP handler failed", exc_info=exc)
+
+
 def _drain_reader(transport: Any, sock: socket.socket, protocol: _PacketProtocol) -> Callable[[], None]:
     """A replacement for asyncio's ``_SelectorDatagramTransport._read_ready``: every datagram
     already queued on the socket (up to ``DRAIN_MAX``) in one callback, instead of one per
@@ -500,13 +509,17 @@ def _drain_reader(transport: Any, sock: socket.socket, protocol: _PacketProtocol
 
 
 def _install_drain_reader(loop: asyncio.AbstractEventLoop, transport: Any, protocol: _PacketProtocol) -> None:
-    """Register ``_drain_reader`` for a selector loop's datagram transport (other loops keep
-    their own reader)."""
+    """Register ``_drain_reader`` for a selector loop's datagram transport, or the same in C
+    (``media._fastpath.Reader``) when that is built (other loops keep their own reader)."""
     sock = getattr(transport, "_sock", None)
     add_reader = getattr(loop, "_add_reader", None)
     if isinstance(sock, socket.socket) and add_reader is not None and hasattr(transport, "max_size") \
             and hasattr(transport, "_closing"):
-        add_reader(sock.fileno(), _drain_reader(transport, sock, protocol))
+        if _fastpath is not None:
+            add_reader(sock.fileno(), _fastpath.Reader(transport, sock.fileno(), protocol,
+                                                       min(transport.max_size, _MAX_DATAGRAM)))
+        else:
+            add_reader(sock.fileno(), _drain_reader(transport, sock, protocol))
 
 
 async def _bind_udp(loop: asyncio.AbstractEventLoop, factory: Callable[[], _PacketProtocol],
@@ -629,11 +642,35 @@ class PacketPeer:
         self._compiled: Any = None   # the media._fastpath.Sender behind send_rewritten
         self._connected = asyncio.Event()
         self._closed = False
-        self.rx_packets = 0
+        self._rx_packets = 0       # counted here, plus by a compiled Receive (rx_packets)
         self._tx_packets = 0
         self._tx_dropped = 0
-        self.rx_errors = 0
+        self._rx_errors = 0
         self.ice_restarts = 0
+
+    @property
+    def rx_packets(self) -> int:
+        """RTP packets received and unprotected (the compiled receive's included)."""
+        return self._rx_packets + getattr(self._receive, "packets", 0)
+
+    @property
+    def rx_errors(self) -> int:
+        """SRTP/SRTCP datagrams dropped: too short or long, failed authentication, replayed."""
+        return self._rx_errors + getattr(self._receive, "errors", 0)
+
+    def _set_receive(self, receive: Callable[[bytes], None] | None) -> None:
+        """Replace the SRTP receive function, keeping a compiled one's counts."""
+        old: Any = self._receive
+        self._receive = receive
+        if old is not None and hasattr(old, "packets"):   # a media._fastpath.Receive
+            self._rx_packets += old.packets
+            self._rx_errors += old.errors
+            old.close()
+
+    def _learn_mid(self, packet: bytes, ssrc: int) -> str | None:
+        """The MID of a new SSRC, from the MID header extension (None: unknown), remembered."""
+        mid = self._ssrc_mid[ssrc] = _mid_from_extension(packet, self._mid_ext_id)
+        return mid
 
     @property
     def tx_packets(self) -> int:
@@ -757,12 +794,12 @@ class PacketPeer:
         if dtls.state == "connected" and dtls._rx_srtp is not None:
             if self._tx is None:
                 self._rx, self._tx = _Srtp(dtls._rx_srtp), _Srtp(dtls._tx_srtp)
-                self._receive = self._rx.receiver(self)
+                self._set_receive(self._rx.receiver(self))
                 self._pair = None  # (re)build the send functions with the keys
             self._connected.set()
         elif dtls.state in ("closed", "failed"):
             self._rx = self._tx = None
-            self._receive = None
+            self._set_receive(None)
             self._rtp_send = self._rtcp_send = None
             self._parts_send = None
             self.send_parts = self._send_parts_slow
@@ -838,10 +875,10 @@ class PacketPeer:
             else:
                 self._deliver_rtp(rx.unprotect(data), time.monotonic())  # type: ignore[union-attr]
         except Exception:  # pylibsrtp.Error (replay, auth): drop, like aiortc does
-            self.rx_errors += 1
+            self._rx_errors += 1
 
     def _deliver_rtp(self, packet: bytes, arrival: float) -> None:
-        self.rx_packets += 1
+        self._rx_packets += 1
         handler = self.on_rtp
         if handler is None or len(packet) < 12:
             return
@@ -852,8 +889,8 @@ class PacketPeer:
             mid = self._ssrc_mid[ssrc] = _mid_from_extension(packet, self._mid_ext_id)
         try:
             handler(packet, mid, arrival)
-        except Exception:
-            log.exception("RTP handler failed")
+        except Exception as exc:
+            _log_rtp_failure(exc)
 
     def _deliver_rtcp(self, packet: bytes) -> None:
         handler = self.on_rtcp
@@ -1133,7 +1170,7 @@ class PacketPeer:
             return
         self._closed = True
         self._rx = self._tx = None
-        self._receive = None
+        self._set_receive(None)
         self._rtp_send = self._rtcp_send = None
         self._parts_send = None
         self.send_parts = self._send_parts_slow

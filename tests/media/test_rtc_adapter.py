@@ -508,14 +508,18 @@ def test_asyncio_datagram_reader_hooks_exist() -> None:
     _require_attr(asyncio.selector_events.BaseSelectorEventLoop, "_add_reader", "asyncio.BaseSelectorEventLoop")
 
 
-async def test_ice_sockets_read_every_queued_datagram_per_readiness() -> None:
+async def test_ice_sockets_read_every_queued_datagram_per_readiness(send_path: str) -> None:
     client, server, client_c, _server_c = await connect_pair()
     try:
         loop = asyncio.get_running_loop()
         protocol = client._ice._nominated[1].protocol  # type: ignore[union-attr]
         fd = protocol.transport.get_extra_info("socket").fileno()
         reader = loop._selector.get_key(fd).data[0]  # type: ignore[attr-defined]
-        assert "_drain_reader" in reader._callback.__qualname__, "asyncio's one-datagram reader is still in place"
+        if send_path == "compiled":
+            assert type(reader._callback).__name__ == "Reader", "the compiled reader is not in place"
+            assert type(client._receive).__name__ == "Receive", "the compiled SRTP receive is not in place"
+        else:
+            assert "_drain_reader" in reader._callback.__qualname__, "asyncio's one-datagram reader is still in place"
         line = server.negotiated()[2]
         vp8 = line.codec("vp8").payload_type  # type: ignore[union-attr]
         delivered_per_call: list[int] = []
