@@ -258,7 +258,7 @@ async def drive(fixture: MediaFixture, thumb: MediaFixture, sites: int, warmup: 
     """One measured meeting of 1 chair + ``sites`` sites; see the module docstring.
     ``obey_layers``: sites stop sending the layers the SFU reports paused, as browsers do
     (False: every layer flows all the time, the SFU receiving what nobody watches).
-    ``compiled``: False runs the SFU without ``media._fastpath`` (its send path in Python)."""
+    ``compiled``: False runs the SFU without ``media._fastpath`` (everything in Python)."""
     send_times: list[float] = []
     peers: list[SitePeer] = []
     direct = DirectPath(send_times)

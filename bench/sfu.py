@@ -24,9 +24,11 @@ core 0, the load generator in this process on core 1; server CPU is utime + stim
   how many layers were paused.  Full runs also measure the same meeting with every layer
   flowing (``--all-layers`` makes that the main run): the ``*_all_layers`` fields.  Every run
   (quick too) measures the main meeting again with ``media._fastpath`` switched off in the SFU
-  process (its per-subscriber send in Python): ``sfu_cpu_us_per_packet_python_send`` and
-  ``python_send_cpu_ratio`` (Python / C, same run); ``compiled_send`` says whether the C part
-  was built at all (false: every figure is the Python path's).
+  process (``LIENTHONG_PURE_PYTHON=1``: receive, fan-out, rewriters and send all in Python, as on
+  a machine without a C compiler): ``sfu_cpu_us_per_packet_python_send`` and
+  ``python_send_cpu_ratio`` (Python / C, same run; the names are from when only the send was
+  compiled); ``compiled_send`` says whether the C part was built at all (false: every figure is
+  the Python path's).
 * **MediaRelay** (``bench._sfu_mediarelay``): aiortc's stock relay, a smaller job (1 publisher
   x N subscribers, it decodes once and encodes per subscriber).  ``mediarelay_cpu_ratio`` =
   its CPU per forwarded 640x360 stream / ours for one such stream (our µs per packet x that
@@ -445,8 +447,8 @@ def assemble(ours: dict[str, Any] | None, sfu_skipped: str | None, trials: list[
         result["published_packets_per_s_all_layers"] = _r(ours_all.get("published_packets_per_s"), 0)
         result["janus_cpu_ratio_all_layers"] = (_r(us_all / janus["cpu_us_per_packet"], 3)
                                                 if us_all and janus and janus.get("cpu_us_per_packet") else None)
-    # media._fastpath (the per-subscriber send in C) built and used in the runs above; and the
-    # main meeting again with the send path in Python, same run: what the C part saves
+    # media._fastpath (the packet path in C) built and used in the runs above; and the
+    # main meeting again all in Python (no media._fastpath), same run: what the C part saves
     result["compiled_send"] = compiled
     if ours_python:
         us_py = ours_python.get("sfu_cpu_us_per_packet")
@@ -606,10 +608,10 @@ def main(argv: list[str] | None = None) -> int:
                 ours_all = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu, obey_layers=False)
                 progress(f"ours, every layer flowing: {_brief(ours_all)}")
             if compiled:
-                progress(f"ours, send path in Python (no media._fastpath): 1 chair + {args.sites} sites")
+                progress(f"ours, all in Python (no media._fastpath): 1 chair + {args.sites} sites")
                 ours_python = run_ours(fixture, thumb, args.sites, warmup, window, progress, server_cpu,
                                        obey_layers=not args.all_layers, compiled=False)
-                progress(f"ours, send path in Python: {_brief(ours_python)}")
+                progress(f"ours, all in Python: {_brief(ours_python)}")
             else:
                 progress("ours: media._fastpath is not built (no C compiler at install?): the send path ran in Python")
         else:
