@@ -733,14 +733,16 @@ Rewriter_hide_gap(Rewriter *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* __copy__ of the rewriters: their state is plain C data after the object header */
 static PyObject *
-Rewriter_copy(Rewriter *self, PyObject *Py_UNUSED(ignored))
+copy_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    Rewriter *copy = (Rewriter *)RewriterType.tp_alloc(&RewriterType, 0);
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject *copy = type->tp_alloc(type, 0);
     if (copy == NULL)
         return NULL;
-    memcpy((char *)copy + sizeof(PyObject), (char *)self + sizeof(PyObject), sizeof(Rewriter) - sizeof(PyObject));
-    return (PyObject *)copy;
+    memcpy((char *)copy + sizeof(PyObject), (char *)self + sizeof(PyObject), type->tp_basicsize - sizeof(PyObject));
+    return copy;
 }
 
 static PyObject *
@@ -807,7 +809,7 @@ static PyMethodDef Rewriter_methods[] = {
     {"switch", (PyCFunction)Rewriter_switch, METH_NOARGS, "the slot's source changes: re-anchor on the next packet"},
     {"hide_gap", (PyCFunction)Rewriter_hide_gap, METH_NOARGS,
      "packets were dropped on purpose: continue seq, keep the source's timing"},
-    {"__copy__", (PyCFunction)Rewriter_copy, METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)copy_state, METH_NOARGS, NULL},
     {NULL}
 };
 
@@ -1140,16 +1142,6 @@ Vp8_switch(Vp8 *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-Vp8_copy(Vp8 *self, PyObject *Py_UNUSED(ignored))
-{
-    Vp8 *copy = (Vp8 *)Vp8Type.tp_alloc(&Vp8Type, 0);
-    if (copy == NULL)
-        return NULL;
-    memcpy((char *)copy + sizeof(PyObject), (char *)self + sizeof(PyObject), sizeof(Vp8) - sizeof(PyObject));
-    return (PyObject *)copy;
-}
-
-static PyObject *
 Vp8_get_last_picture_id(Vp8 *self, void *closure)
 {
     if (!self->pid_seen)
@@ -1173,7 +1165,7 @@ static PyMethodDef Vp8_methods[] = {
     {"retransmit", (PyCFunction)(void (*)(void))Vp8_retransmit, METH_VARARGS | METH_KEYWORDS,
      "retransmit(buf, offset) -> bytearray | None"},
     {"switch", (PyCFunction)Vp8_switch, METH_NOARGS, "re-anchor every field on the next packet"},
-    {"__copy__", (PyCFunction)Vp8_copy, METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)copy_state, METH_NOARGS, NULL},
     {NULL}
 };
 

@@ -104,6 +104,16 @@ def _line(mid: str, kind: str, local_ssrc: int, remote: tuple[int, ...], codecs:
                  extensions=extensions)
 
 
+def _drain(rx: socket.socket) -> list[bytes]:
+    """Every datagram queued on a non-blocking socket."""
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(rx.recv(4096))
+        except BlockingIOError:
+            return datagrams
+
+
 def _run(seed: int, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     if not compiled:
         monkeypatch.setattr(forwarder, "_fanout_video", None)
@@ -179,15 +189,7 @@ def _run(seed: int, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str
                 ext = bytes([0xBE, 0xDE, 0, 1, 0x32, 1, 2, 3]) if rnd.random() < 0.5 else b""
                 packet = _rtp(96, seq, st["ts"], ssrc, payload, rnd.random() < 0.3, ext)
             video.on_packet(packet, now)
-        received = []
-        for v, a, rx, peer in subscribers:
-            datagrams = []
-            while True:
-                try:
-                    datagrams.append(rx.recv(4096))
-                except BlockingIOError:
-                    break
-            received.append(datagrams)
+        received = [_drain(rx) for _, _, rx, _ in subscribers]
         counters = [(s.sent, s.octets, s.dropped, s.waiting_keyframe, s.rewriter.last_seq, s.rewriter.switches,
                      s.vp8.last_picture_id) for v, a, _, _ in subscribers for s in (v, a)]
         sources = [(s.waiting, s.packets, s.last_keyframe) for video, audio, _ in publishers for s in (video, audio)]
@@ -276,13 +278,7 @@ def _hostile_run(seed: int, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> 
                 source.on_packet(bytes(data), now)
             except Exception as exc:   # the receive layer would log it and drop the packet
                 errors.append((step, type(exc).__name__))
-        received = []
-        while True:
-            try:
-                received.append(rx.recv(4096))
-            except BlockingIOError:
-                break
-        return {"received": received, "errors": errors,
+        return {"received": _drain(rx), "errors": errors,
                 "counters": [(o.sent, o.octets, o.dropped, o.waiting_keyframe) for o in outs]}
     finally:
         tx.close()
