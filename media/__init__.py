@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from media import native
 from media.forwarder import ForwarderError, ForwarderMetrics, RoomForwarder
 from media.room import Event, Member, Role, Room, RoomError
 
@@ -260,6 +261,11 @@ class MediaService:
 
     async def start(self) -> None:
         self._started = True
+        if native.fastpath is not None:
+            log.info("media packet path compiled (media._fastpath)", extra={"packet_path": "compiled"})
+        else:
+            log.warning("media packet path in Python: media._fastpath is not built or %s=1 (about 1.2-1.6x "
+                        "the CPU per forwarded packet)", native.PURE_PYTHON_ENV, extra={"packet_path": "python"})
 
     async def stop(self, timeout: float) -> None:
         """Close every participant (``closed``/``server_closing`` is the signalling side's job)."""

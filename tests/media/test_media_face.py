@@ -101,3 +101,23 @@ def test_room_state_round_trips() -> None:
     room.set_floor("c", "s")
     room.lock("c", True)
     assert Room.from_dict(room.to_dict()) == room
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+async def test_the_start_says_which_packet_path_runs(compiled: bool, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """An operator must see in the log whether the SFU runs its packet path in C or in Python."""
+    from media import native
+
+    if compiled and native.fastpath is None:
+        pytest.skip("media._fastpath is not built")
+    if not compiled:
+        monkeypatch.setattr(native, "fastpath", None)
+    s = media.MediaService(Config(), CollectorRegistry())
+    with caplog.at_level("INFO", logger="media"):
+        await s.start()
+    await s.stop(1.0)
+    records = [r for r in caplog.records if r.name == "media"]
+    assert [getattr(r, "packet_path", None) for r in records] == ["compiled" if compiled else "python"]
+    if not compiled:
+        assert "LIENTHONG_PURE_PYTHON" in records[0].getMessage() and records[0].levelname == "WARNING"
