@@ -79,6 +79,9 @@ exports, on pylibsrtp's own session (the only other private use of pylibsrtp bes
 ``_Srtp``).  ``send_rewritten(head, rest, b1, seq, ts, ssrc, pid_at, pid)`` (None until then, and
 without the C module) also writes the RTP header fields and a VP8 PictureID on the way: the
 forwarder's per-subscriber send in one C call.  ``tx_packets``/``tx_dropped`` count both paths.
+The receive side is C too then: each ICE socket's read callback is a ``media._fastpath.Reader``
+(``_drain_reader`` in C) and the peer's SRTP receive function a ``Receive`` (``_Srtp.receiver``'s
+function in C, unprotecting in the Reader's buffer); ``rx_packets``/``rx_errors`` count both.
 
 What aiortc still does: SDP, ICE connectivity checks and consent, DTLS handshake.  What it no
 longer does for hooked peers: RTCP reports, NACK/PLI/REMB, jitter buffer, RTX; the caller does
@@ -113,8 +116,8 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from media import native
 
-# the per-subscriber send in C (setup.py builds it when a compiler is at hand), or None: the
-# same steps run in Python (_Srtp.parts_sender)
+# the packet path in C (setup.py builds it when a compiler is at hand: Sender, Receive, Reader),
+# or None: the same steps run in Python (_Srtp.parts_sender, _Srtp.receiver, _drain_reader)
 _fastpath = native.fastpath
 
 if TYPE_CHECKING:
@@ -415,11 +418,10 @@ class _Srtp:
                 return
             packet = buffer[0:length[0]]
             ssrc = unpack_ssrc(packet, 8)[0]
-            ssrc_mid = peer._ssrc_mid
             try:
-                mid = ssrc_mid[ssrc]
+                mid = peer._ssrc_mid[ssrc]
             except KeyError:
-                mid = ssrc_mid[ssrc] = _mid_from_extension(packet, peer._mid_ext_id)
+                mid = peer._learn_mid(packet, ssrc)
             try:
                 handler(packet, mid, monotonic())
             except Exception as exc:
@@ -886,7 +888,7 @@ class PacketPeer:
         try:
             mid = self._ssrc_mid[ssrc]
         except KeyError:
-            mid = self._ssrc_mid[ssrc] = _mid_from_extension(packet, self._mid_ext_id)
+            mid = self._learn_mid(packet, ssrc)
         try:
             handler(packet, mid, arrival)
         except Exception as exc:

@@ -6,6 +6,7 @@ logs.  The Python side is what machines without a C compiler run, and the refere
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import time
@@ -138,6 +139,13 @@ class _Protocol:
         self.errors.append(exc)
 
 
+def _wait_readable(sock: socket.socket) -> None:
+    """Until the socket has something to read (a datagram or a pending error).  Loopback delivers
+    within ``sendto``, so what was sent before is all queued by then."""
+    readable, _, _ = select.select([sock], [], [], 5.0)
+    assert readable, "nothing arrived on 127.0.0.1 within 5 s"
+
+
 def _reader(compiled: bool, transport: Any, sock: socket.socket, protocol: Any) -> Any:
     if compiled:
         return fastpath.Reader(transport, sock.fileno(), protocol, 65536)
@@ -161,7 +169,7 @@ def test_the_compiled_reader_drains_like_the_python_one(peer_factory: Any, famil
             sent += [bytes([0x80, 96]) + bytes(10)] * 30                # 30 forged SRTP datagrams
             for data in sent:
                 tx.sendto(data, rx.getsockname())
-            time.sleep(0.05)
+            _wait_readable(rx)
             calls = []
             for _ in range(3):
                 before = len(recorder.rtp) + len(protocol.other) + peer.rx_errors + len(recorder.rtcp) + \
@@ -172,8 +180,9 @@ def test_the_compiled_reader_drains_like_the_python_one(peer_factory: Any, famil
                 calls.append(after - before)
             transport._closing = True
             tx.sendto(stun, rx.getsockname())
-            time.sleep(0.02)
+            _wait_readable(rx)
             read_ready()                           # closing: nothing more is read
+            assert rx.recv(4096) == stun
             addr = tx.getsockname()
             results.append(([(p, m) for p, m, _ in recorder.rtp], recorder.rtcp, peer.rx_packets, peer.rx_errors,
                             [(d, a[0], a[2:]) for d, a in protocol.other], calls))
@@ -199,7 +208,7 @@ def test_a_receive_error_goes_to_error_received(peer_factory: Any) -> None:
             closed.close()                      # nobody listens there: ICMP port unreachable
             rx.setblocking(False)
             rx.send(b"x")
-            time.sleep(0.05)
+            _wait_readable(rx)
             protocol = _Protocol(peer)
             _reader(compiled, _Transport(), rx, protocol)()
             found.append([type(e) for e in protocol.errors])
