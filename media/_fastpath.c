@@ -146,26 +146,32 @@ Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* The Python objects a Sender owns, listed once for the GC's traverse and clear. */
+/* Type_traverse and Type_clear (the GC's tp_traverse and tp_clear) over the Python objects a
+ * type owns, listed once as an X-macro: OBJECTS(X) expands X(member) for each. */
+#define GC_VISIT_MEMBER(member) Py_VISIT(self->member);
+#define GC_CLEAR_MEMBER(member) Py_CLEAR(self->member);
+#define GC_METHODS(Type, OBJECTS)                                                  \
+    static int Type##_traverse(Type *self, visitproc visit, void *arg)            \
+    {                                                                             \
+        OBJECTS(GC_VISIT_MEMBER)                                                  \
+        return 0;                                                                 \
+    }                                                                             \
+    static int Type##_clear(Type *self)                                           \
+    {                                                                             \
+        OBJECTS(GC_CLEAR_MEMBER)                                                  \
+        return 0;                                                                 \
+    }
+/* ... and a Type_dealloc that only untracks, clears and frees */
+#define GC_DEALLOC(Type)                                                          \
+    static void Type##_dealloc(Type *self)                                        \
+    {                                                                             \
+        PyObject_GC_UnTrack(self);                                                \
+        Type##_clear(self);                                                       \
+        Py_TYPE(self)->tp_free((PyObject *)self);                                 \
+    }
+
 #define SENDER_OBJECTS(X) X(session) X(nominated) X(pair) X(slow)
-
-static int
-Sender_traverse(Sender *self, visitproc visit, void *arg)
-{
-#define VISIT(member) Py_VISIT(self->member);
-    SENDER_OBJECTS(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int
-Sender_clear(Sender *self)
-{
-#define CLEAR(member) Py_CLEAR(self->member);
-    SENDER_OBJECTS(CLEAR)
-#undef CLEAR
-    return 0;
-}
+GC_METHODS(Sender, SENDER_OBJECTS)
 
 static void
 Sender_dealloc(Sender *self)
@@ -1207,32 +1213,8 @@ typedef struct {
 } Lane;
 
 #define LANE_OBJECTS(X) X(peer) X(rewriter) X(vp8) X(pt_map) X(out_ssrc)
-
-static int
-Lane_traverse(Lane *self, visitproc visit, void *arg)
-{
-#define VISIT(member) Py_VISIT(self->member);
-    LANE_OBJECTS(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int
-Lane_clear(Lane *self)
-{
-#define CLEAR(member) Py_CLEAR(self->member);
-    LANE_OBJECTS(CLEAR)
-#undef CLEAR
-    return 0;
-}
-
-static void
-Lane_dealloc(Lane *self)
-{
-    PyObject_GC_UnTrack(self);
-    Lane_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_METHODS(Lane, LANE_OBJECTS)
+GC_DEALLOC(Lane)
 
 static PyMemberDef Lane_members[] = {
     {"peer", T_OBJECT, offsetof(Lane, peer), 0, NULL},
@@ -1605,32 +1587,8 @@ Receive_init(Receive *self, PyObject *args, PyObject *kwds)
 }
 
 #define RECEIVE_OBJECTS(X) X(session) X(peer) X(on_failure)
-
-static int
-Receive_traverse(Receive *self, visitproc visit, void *arg)
-{
-#define VISIT(member) Py_VISIT(self->member);
-    RECEIVE_OBJECTS(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int
-Receive_clear(Receive *self)
-{
-#define CLEAR(member) Py_CLEAR(self->member);
-    RECEIVE_OBJECTS(CLEAR)
-#undef CLEAR
-    return 0;
-}
-
-static void
-Receive_dealloc(Receive *self)
-{
-    PyObject_GC_UnTrack(self);
-    Receive_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_METHODS(Receive, RECEIVE_OBJECTS)
+GC_DEALLOC(Receive)
 
 /* One datagram of n bytes in buf (writable, at least n + 16 bytes): 0 done (delivered or
  * dropped), -1 Python error (from _deliver_rtcp, _learn_mid or on_failure). */
@@ -1808,21 +1766,8 @@ Reader_init(Reader *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static int
-Reader_traverse(Reader *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->transport);
-    Py_VISIT(self->protocol);
-    return 0;
-}
-
-static int
-Reader_clear(Reader *self)
-{
-    Py_CLEAR(self->transport);
-    Py_CLEAR(self->protocol);
-    return 0;
-}
+#define READER_OBJECTS(X) X(transport) X(protocol)
+GC_METHODS(Reader, READER_OBJECTS)
 
 static void
 Reader_dealloc(Reader *self)
