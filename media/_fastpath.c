@@ -1354,7 +1354,8 @@ fanout_video(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Sender *sender = NULL;
         if (!python) {
-            python = vp8_mode == 2 || lane->rewriter == NULL || Py_TYPE(lane->rewriter) != &RewriterType;
+            python = vp8_mode == 2 || lane->rewriter == NULL || Py_TYPE(lane->rewriter) != &RewriterType
+                || lane->ast_id < 0 || lane->ast_id > 14;   /* (SlotSender allows 0..14 only) */
             if (!python && vp8_mode == 1) {
                 Vp8 *v = (Vp8 *)lane->vp8;
                 python = v == NULL || Py_TYPE(v) != &Vp8Type || !v->has_source || v->source_ssrc != (uint32_t)ssrc

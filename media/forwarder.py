@@ -506,7 +506,10 @@ class SlotSender(_Lane):
                                     if c.name == "rtx" and "apt" in c.parameters}
         self.rtx_ssrc = line.local_rtx_ssrc
         self.rtx_seq = 0
-        self.ast_id = line.extensions.get(ABS_SEND_TIME_URI, 0) if line.kind == "video" else 0
+        # abs-send-time goes out in the one-byte header form (RFC 8285), ids 1..14; a larger id
+        # (two-byte form negotiated) gets no abs-send-time rather than a malformed extension
+        ast_id = line.extensions.get(ABS_SEND_TIME_URI, 0) if line.kind == "video" else 0
+        self.ast_id = ast_id if 0 < ast_id <= 14 else 0
         clock = 48000 if line.kind == "audio" else 90000
         self.rewriter = SlotRewriter(line.local_ssrc, ts_gap=960 if line.kind == "audio" else 3000, clock_rate=clock)
         self.vp8 = vp8.Vp8Rewriter()

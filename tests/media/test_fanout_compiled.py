@@ -293,3 +293,13 @@ def test_hostile_packets_through_the_compiled_fanout_are_handled_as_in_python(
     assert compiled == reference
     assert compiled["errors"] == []                    # nothing raised on the way
     assert sum(sent for sent, _, _, _ in compiled["counters"]) > 20   # some made it through
+
+
+@pytest.mark.parametrize("ext_id,expected", [(3, 3), (14, 14), (15, 0), (200, 0)])
+def test_abs_send_time_only_with_a_one_byte_extension_id(ext_id: int, expected: int) -> None:
+    """An abs-send-time id the one-byte form cannot carry (a browser that negotiated two-byte
+    extensions) must not reach the header writer, in C or in Python: no extension then."""
+    peer = type("Peer", (), {"send_rtp": None, "send_rewritten": None})()   # not used here
+    endpoint = _Endpoint("sub", peer, _Forwarder())
+    slot = SlotSender(endpoint, "main", _line("1", "video", 1000, (), (VP8,), {ABS_SEND_TIME_URI: ext_id}))  # type: ignore[arg-type]
+    assert slot.ast_id == expected
