@@ -475,6 +475,14 @@ typedef struct {
 
 static PyTypeObject RewriterType;
 
+/* An int argument, masked to unsigned long (as PyLong_AsUnsignedLongMask): -1 on error */
+static int
+masked(PyObject *o, unsigned long *out)
+{
+    *out = PyLong_AsUnsignedLongMask(o);
+    return (*out == (unsigned long)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int
 get_u32(PyObject *o, uint32_t *out, const char *what)
 {
@@ -605,14 +613,8 @@ Rewriter_map(Rewriter *self, PyObject *args, PyObject *kwds)
     PyObject *seq_o, *ts_o, *ssrc_o, *now_o = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O", kwlist, &seq_o, &ts_o, &ssrc_o, &now_o))
         return NULL;
-    unsigned long seq = PyLong_AsUnsignedLongMask(seq_o), ts, ssrc;
-    if (seq == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    ts = PyLong_AsUnsignedLongMask(ts_o);
-    if (ts == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    ssrc = PyLong_AsUnsignedLongMask(ssrc_o);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+    unsigned long seq, ts, ssrc;
+    if (masked(seq_o, &seq) < 0 || masked(ts_o, &ts) < 0 || masked(ssrc_o, &ssrc) < 0)
         return NULL;
     int has_now;
     double now;
@@ -1293,6 +1295,7 @@ lane_out_ssrc(Lane *lane, unsigned long *out)
 
 #define HEAD_MAX 64
 
+
 /* fanout_video(outs, frame, head, rest, codec, keyframe, seq, ts, ssrc, marker, vp8_mode, pid,
  *              pid_rel, ast, now) -> int
  * vp8_mode 0: no VP8 descriptor to rewrite (H.264); 1: a lone 15-bit PictureID ``pid`` at
@@ -1314,13 +1317,17 @@ fanout_video(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int keyframe = PyObject_IsTrue(args[5]);
     if (keyframe < 0)
         return NULL;
-    unsigned long seq = PyLong_AsUnsignedLongMask(args[6]), ts = PyLong_AsUnsignedLongMask(args[7]),
-        ssrc = PyLong_AsUnsignedLongMask(args[8]), marker = PyLong_AsUnsignedLongMask(args[9]),
-        ast = PyLong_AsUnsignedLongMask(args[13]);
-    long vp8_mode = PyLong_AsLong(args[10]), pid_rel = PyLong_AsLong(args[12]);
+    unsigned long seq, ts, ssrc, marker, ast, vp8_mode_u, pid_rel_u;
+    if (masked(args[6], &seq) < 0 || masked(args[7], &ts) < 0 || masked(args[8], &ssrc) < 0
+            || masked(args[9], &marker) < 0 || masked(args[13], &ast) < 0 || masked(args[10], &vp8_mode_u) < 0
+            || masked(args[12], &pid_rel_u) < 0)
+        return NULL;
+    long vp8_mode = (long)vp8_mode_u, pid_rel = (long)pid_rel_u;   /* -1 stays -1 */
     long long pid = PyLong_AsLongLong(args[11]);
+    if (pid == -1 && PyErr_Occurred())
+        return NULL;
     double now = PyFloat_AsDouble(now_o);
-    if (PyErr_Occurred())
+    if (now == -1.0 && PyErr_Occurred())
         return NULL;
     Py_buffer h, r;
     if (PyObject_GetBuffer(args[2], &h, PyBUF_SIMPLE) < 0)
@@ -1457,10 +1464,12 @@ fanout_audio(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "outs must be a list");
         return NULL;
     }
-    unsigned long seq = PyLong_AsUnsignedLongMask(args[3]), ts = PyLong_AsUnsignedLongMask(args[4]),
-        ssrc = PyLong_AsUnsignedLongMask(args[5]), marker = PyLong_AsUnsignedLongMask(args[6]);
+    unsigned long seq, ts, ssrc, marker;
+    if (masked(args[3], &seq) < 0 || masked(args[4], &ts) < 0 || masked(args[5], &ssrc) < 0
+            || masked(args[6], &marker) < 0)
+        return NULL;
     double now = PyFloat_AsDouble(now_o);
-    if (PyErr_Occurred())
+    if (now == -1.0 && PyErr_Occurred())
         return NULL;
     Py_buffer p;
     if (PyObject_GetBuffer(args[1], &p, PyBUF_SIMPLE) < 0)
