@@ -37,7 +37,6 @@ ROOM_ID = "bench-room"
 # Events the load generator reads; the rest (participants, speaker, hands...) stay in the child.
 FORWARDED_EVENTS = frozenset({"slots", "floor", "closed", "layers"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PURE_PYTHON_ENV = "LIENTHONG_PURE_PYTHON"   # media.native.PURE_PYTHON_ENV (media is imported in the child only)
 
 
 class SfuError(RuntimeError):
@@ -249,6 +248,8 @@ class SfuProcess:
         self._ready = loop.create_future()
         self._proc = ctx.Process(target=run, args=(child, self.cpu, self.gallery, self.audio_slots, self.compiled), daemon=True,
                                  name="bench-sfu")
+        from media.native import PURE_PYTHON_ENV
+
         before = os.environ.get(PURE_PYTHON_ENV)
         if not self.compiled:
             os.environ[PURE_PYTHON_ENV] = "1"   # the child's media.native reads it at import

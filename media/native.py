@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["fastpath", "PURE_PYTHON_ENV"]
+__all__ = ["fastpath", "PURE_PYTHON_ENV", "SWITCHED_OFF"]
 
 PURE_PYTHON_ENV = "LIENTHONG_PURE_PYTHON"
+SWITCHED_OFF = os.environ.get(PURE_PYTHON_ENV, "").strip() not in ("", "0")   # by the operator
 
 fastpath: Any = None
-if os.environ.get(PURE_PYTHON_ENV, "").strip() in ("", "0"):
+if not SWITCHED_OFF:
     try:
         from media import _fastpath as fastpath  # type: ignore[attr-defined,no-redef]  # (a C extension: no stubs)
     except ImportError:  # pragma: no cover - machines without a C compiler

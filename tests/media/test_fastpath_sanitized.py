@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from media import native
+
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ["test_fastpath.py", "test_rewriters_compiled.py", "test_fanout_compiled.py", "test_receive_compiled.py",
          "test_rtp_rewrite.py", "test_vp8.py", "test_forwarding.py", "test_rtc_adapter.py"]
@@ -57,7 +59,7 @@ def test_the_compiled_paths_under_address_and_undefined_behaviour_sanitizers(tmp
     # carves small objects out of arenas it cannot see into)
     env = dict(os.environ, LD_PRELOAD=f"{asan} {ubsan}", ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", PYTHONMALLOC="malloc",
                UBSAN_OPTIONS="print_stacktrace=1", PYTHONPATH=str(ROOT))
-    env.pop("LIENTHONG_PURE_PYTHON", None)
+    env.pop(native.PURE_PYTHON_ENV, None)
     # -s: no capture in the child, so a sanitizer report written just before an abort is not lost
     child = subprocess.run([sys.executable, "-c", BOOTSTRAP, str(built), "-q", "-s", "-p", "no:cacheprovider",
                             *[str(ROOT / "tests" / "media" / name) for name in TESTS]],

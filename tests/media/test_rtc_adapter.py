@@ -7,7 +7,6 @@ upgrade moved, and real aiortc peer connections over 127.0.0.1 using the adapter
 from __future__ import annotations
 
 import asyncio
-import os
 import inspect
 import socket
 import struct
@@ -273,7 +272,7 @@ def test_the_compiled_send_path_is_built_where_a_compiler_is() -> None:
 
     from media import native, rtc_adapter
 
-    if os.environ.get(native.PURE_PYTHON_ENV, "").strip() not in ("", "0"):
+    if native.SWITCHED_OFF:
         pytest.skip(f"{native.PURE_PYTHON_ENV} switches the compiled path off")
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if not shutil.which(compiler):
